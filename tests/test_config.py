@@ -1,0 +1,57 @@
+"""Strict config loading: misspelled keys and wrong types are errors, not silently ignored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from qwen_tts_ext.config import load_config
+from qwen_tts_ext.errors import UserError
+
+
+@dataclass
+class Optim:
+    lr: float = 1e-5
+    warmup_steps: int = 0
+
+
+@dataclass
+class Recipe:
+    model: str = ""
+    precision: Literal["no", "bf16", "fp16"] = "no"
+    tensors: list[str] = field(default_factory=lambda: ["gate", "up", "down"])
+    optim: Optim = field(default_factory=Optim)
+
+
+def test_yaml_and_overrides_merge(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("model: /m\noptim:\n  lr: 2e-5\n")
+    cfg = load_config(Recipe, p, ["optim.warmup_steps=10", "--precision=bf16", "tensors=gate,up"])
+    assert cfg.model == "/m" and cfg.optim.lr == 2e-5 and cfg.optim.warmup_steps == 10
+    assert cfg.precision == "bf16" and cfg.tensors == ["gate", "up"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lrr=1", "unknown config key 'optim.lrr' (did you mean 'lr'?)"),
+        ("modle=/x", "did you mean 'model'?"),
+        ("optim.warmup_steps=ten", "expected an integer"),
+        ("precision=fp8", "not one of"),
+        ("optim=3", "expected a mapping"),
+    ],
+)
+def test_bad_keys_and_types_are_user_errors(override, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+        load_config(Recipe, None, [override])
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(Recipe, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(Recipe, bad)
