@@ -198,8 +198,8 @@ class Batch:
     subtalker_codes: torch.Tensor  # [B, S, G]
     num_frames: torch.Tensor  # [B]
 
-    def to(self, device) -> "Batch":
-        return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        return Batch(**{k: v.to(device, non_blocking=non_blocking) for k, v in self.__dict__.items()})
 
     @property
     def real_positions(self) -> int:

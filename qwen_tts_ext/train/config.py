@@ -1,0 +1,98 @@
+"""The SFT recipe: one dataclass tree, loaded strictly from YAML + ``key=value`` overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from qwen_tts_ext.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # output folder of prepare_data.py (holds dataset/ and speakers.safetensors)
+    speakers: str = ""  # speakers.safetensors; default <path>/speakers.safetensors
+    eval_fraction: float = 0.05
+    eval_max: int = 64
+    use_instruct: bool = True  # place each row's `instruct` where generate_custom_voice(instruct=...) puts it
+    use_language: bool = True  # fill the language slot from each row's `language`
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    max_steps: int = -1  # optimizer steps; > 0 overrides epochs
+    batch_size: int = 4
+    max_tokens_per_batch: int = 0  # 0 = no budget; else cap (longest sequence x batch) in positions
+    grad_accum: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.05
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float = 1.0
+    subtalker_weight: float = 0.3
+    seed: int = 42
+    precision: Literal["no", "bf16", "fp16"] = "no"  # accelerate mixed precision; master weights stay float32
+    pure_bf16: bool = False  # memory mode: bf16 weights and optimizer state (rounds away small updates)
+    gradient_checkpointing: bool = False
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    train_code_predictor: bool = True
+    freeze_text_embedding: bool = True
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise UserError("train.batch_size and train.grad_accum must be >= 1")
+        if self.lr <= 0:
+            raise UserError("train.lr must be > 0")
+        if self.pure_bf16 and self.precision != "no":
+            raise UserError("train.pure_bf16 already runs in bf16: set train.precision=no with it")
+        if len(self.adam_betas) != 2:
+            raise UserError("train.adam_betas must be two numbers")
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 200  # accelerator.save_state every N optimizer steps (0 = only at the end)
+    keep_last: int = 2
+    resume: bool = False  # continue from the latest checkpoint in output_dir/checkpoints
+
+
+@dataclass
+class LogConfig:
+    tracker: Literal["wandb", "tensorboard", "none"] = "wandb"  # W&B runs offline unless WANDB_MODE says otherwise
+    project: str = "qwen-tts-ext"
+    run_name: str = ""
+    every_steps: int = 10
+    eval_every_steps: int = 100  # 0 = only at the end
+    sample_text: str = "This is my fine-tuned voice speaking."
+    sample_language: str = "auto"
+    sample_max_frames: int = 200
+    log_samples: bool = True  # synthesize one sample per speaker at eval and log audio + mel image
+
+
+@dataclass
+class ExportConfig:
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    every_epoch: bool = False  # also export after each epoch (export-epoch-N), not only at the end
+    max_shard_gb: float = 5.0
+
+
+@dataclass
+class SFTConfig:
+    model: str = ""  # a Qwen3-TTS 12Hz Base or CustomVoice checkpoint (local dir or hub id)
+    output_dir: str = "runs/sft"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def validate(self) -> None:
+        if not self.model:
+            raise UserError("no model given: set `model` in the config or pass model=PATH")
+        if not self.data.path:
+            raise UserError("no dataset given: set `data.path` (the output folder of prepare_data.py)")

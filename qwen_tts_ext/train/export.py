@@ -1,0 +1,68 @@
+"""Export a trained model as a speaker-locked ``custom_voice`` checkpoint the stock loader speaks with.
+
+The export holds: the talker (with each fine-tuned speaker's vector in its codec-embedding row),
+``config.json`` with ``tts_model_type = "custom_voice"`` and the merged ``spk_id``/``spk_is_dialect``
+(built-in speakers kept), and the base checkpoint's support files (tokenizer, generation config,
+``speech_tokenizer/``). The Base speaker encoder is left out: a CustomVoice checkpoint has none and
+the stock loader builds none for it. Only the weights are written; the base folder is never copied
+wholesale. The output appears atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from qwen_tts_ext.train.speaker_lock import SpeakerTable, merged_speaker_config, write_speaker_rows
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def export_custom_voice(
+    model,
+    base_dir: str | Path,
+    out_dir: str | Path,
+    table: SpeakerTable,
+    *,
+    dtype: str = "bfloat16",
+    overwrite: bool = True,
+    provenance: dict | None = None,
+    max_shard_gb: float = 5.0,
+) -> Path:
+    """Write ``out_dir`` from an (unwrapped) ``Qwen3TTSForConditionalGeneration`` and the base folder."""
+    from qwen_tts_ext.checkpoint_io import atomic_output_dir, copy_support_files, write_safetensors_sharded
+
+    base_dir = Path(base_dir)
+    out_dir = Path(out_dir)
+    target = _DTYPES[dtype]
+    state = model.state_dict()
+    emb_key = "talker.model.codec_embedding.weight"
+
+    def tensors():
+        for name, t in state.items():
+            if name.startswith("speaker_encoder."):
+                continue
+            if name == emb_key:
+                t = write_speaker_rows(t.float(), table)
+            yield name, t.detach().to("cpu", target).contiguous()
+
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        copy_support_files(base_dir, tmp)
+        cfg = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
+        cfg["tts_model_type"] = "custom_voice"
+        cfg["talker_config"] = merged_speaker_config(cfg["talker_config"], table)
+        cfg["torch_dtype"] = dtype
+        sec = cfg.get("speaker_encoder_config")
+        if isinstance(sec, dict) and sec.get("model_type") == "":
+            del sec["model_type"]
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
+        meta = {"format": "pt", "qwen_tts_ext": "sft-export", "speakers": json.dumps(table.spk_id())}
+        write_safetensors_sharded(tensors(), tmp, max_shard_bytes=int(max_shard_gb * (1 << 30)), metadata=meta)
+        (tmp / "sft_export.json").write_text(
+            json.dumps({"base": str(base_dir), "speakers": table.spk_id(), "dtype": dtype, **(provenance or {})},
+                       indent=2, ensure_ascii=False),
+            encoding="utf-8",
+        )
+    return out_dir
