@@ -1,0 +1,195 @@
+"""Speaker x-vectors from a Qwen3-TTS Base checkpoint's ECAPA-TDNN encoder, without loading the model.
+
+:class:`SpeakerEncoder` builds only ``Qwen3TTSSpeakerEncoder`` from the checkpoint's
+``speaker_encoder_config`` and reads only the ``speaker_encoder.*`` tensors through
+``safetensors.safe_open`` (a few MB out of a 3.9 GB checkpoint). Its mel front end is exactly the
+one of ``Qwen3TTSForConditionalGeneration.extract_speaker_embedding`` (qwen_tts's
+``mel_spectrogram``: 24 kHz, n_fft 1024, 128 mels, hop 256, fmin 0, fmax 12000), so its vectors
+equal the stock model's.
+
+    enc = SpeakerEncoder.from_checkpoint("Qwen3-TTS-12Hz-1.7B-Base")
+    vec = enc.embed(load_audio("ref.wav"))            # float32 [enc_dim]
+
+:func:`mean_embedding` averages per-clip vectors in float32 (the official recipe keeps one clip's
+bf16 vector from the first shuffled batch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from qwen_tts_ext.constants import SAMPLE_RATE, SPEAKER_MEL
+from qwen_tts_ext.errors import UserError
+
+PREFIX = "speaker_encoder."
+
+
+def resolve_checkpoint(name_or_path: str, what: str = "model") -> Path:
+    """A local checkpoint folder, or a hub id downloaded with ``huggingface_hub`` (for users online)."""
+    p = Path(os.path.expanduser(str(name_or_path)))
+    if p.is_dir():
+        return p
+    if p.exists():
+        raise UserError(f"{what} {name_or_path} is a file; pass the checkpoint folder")
+    if str(name_or_path).count("/") != 1 or str(name_or_path).startswith((".", "/", "~")):
+        raise UserError(f"{what} {name_or_path} does not exist (expected a checkpoint folder or a hub id like Qwen/...)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(name_or_path)))
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{what} {name_or_path}: not a local folder and could not be downloaded ({msg})") from None
+
+
+def _weight_files(ckpt: Path, prefix: str) -> dict[str, list[str]]:
+    """Map safetensors file -> the tensor names under ``prefix`` it holds (single file or sharded index)."""
+    index = ckpt / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        out: dict[str, list[str]] = {}
+        for name, fname in weight_map.items():
+            if name.startswith(prefix):
+                out.setdefault(fname, []).append(name)
+        return out
+    single = ckpt / "model.safetensors"
+    if not single.is_file():
+        raise UserError(f"{ckpt} has no model.safetensors (or model.safetensors.index.json); is it a Qwen3-TTS checkpoint?")
+    from safetensors import safe_open
+
+    with safe_open(str(single), framework="pt") as f:
+        names = [k for k in f.keys() if k.startswith(prefix)]
+    return {"model.safetensors": names} if names else {}
+
+
+class SpeakerEncoder:
+    """The Base checkpoint's speaker encoder, loaded alone. Use :meth:`from_checkpoint`."""
+
+    def __init__(self, module, device: str = "cpu", dtype=None, source: str = ""):
+        import torch
+
+        self.module = module.eval()
+        self.device = torch.device(device)
+        self.dtype = dtype if dtype is not None else next(module.parameters()).dtype
+        self.source = source
+
+    @property
+    def dim(self) -> int:
+        return int(self.module.fc.out_channels) if hasattr(self.module, "fc") else -1
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu", dtype=None) -> "SpeakerEncoder":
+        """Build the encoder from ``path``'s ``config.json`` and load only its ``speaker_encoder.*`` tensors.
+
+        ``dtype``: a torch dtype to run in (default: the checkpoint's stored dtype, as the stock model
+        loaded with that dtype would). Raises ``UserError`` for a checkpoint without an encoder
+        (CustomVoice / VoiceDesign): borrow one from a Base checkpoint with ``--speaker-encoder``.
+        """
+        import torch
+        from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSSpeakerEncoderConfig
+        from qwen_tts.core.models.modeling_qwen3_tts import Qwen3TTSSpeakerEncoder
+        from safetensors import safe_open
+
+        ckpt = resolve_checkpoint(str(path), "speaker encoder checkpoint")
+        cfg_path = ckpt / "config.json"
+        if not cfg_path.is_file():
+            raise UserError(f"{ckpt} has no config.json; pass a Qwen3-TTS Base checkpoint folder")
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise UserError(f"{cfg_path} is not valid JSON") from None
+        files = _weight_files(ckpt, PREFIX)
+        model_type = cfg.get("tts_model_type", "?")
+        if not files or "speaker_encoder_config" not in cfg:
+            raise UserError(
+                f"{ckpt} ({model_type}) has no speaker encoder; pass --speaker-encoder BASE_CKPT "
+                "(a Qwen3-TTS Base checkpoint of the same size) to borrow its encoder"
+            )
+        sec = {k: v for k, v in cfg["speaker_encoder_config"].items() if k != "model_type"}
+        module = Qwen3TTSSpeakerEncoder(Qwen3TTSSpeakerEncoderConfig(**sec))
+        state = {}
+        for fname, names in files.items():
+            with safe_open(str(ckpt / fname), framework="pt", device="cpu") as f:
+                for name in names:
+                    state[name[len(PREFIX):]] = f.get_tensor(name)
+        stored = next(iter(state.values())).dtype
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise UserError(
+                f"{ckpt}: speaker_encoder tensors do not match its speaker_encoder_config "
+                f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+            )
+        run_dtype = dtype or stored
+        module = module.to(device=device, dtype=run_dtype)
+        return cls(module, device=device, dtype=run_dtype, source=str(ckpt))
+
+    def mels(self, wav_24k: np.ndarray):
+        """``[1, frames, 128]`` log-mel features exactly as ``extract_speaker_embedding`` computes them."""
+        import torch
+        from qwen_tts.core.models.modeling_qwen3_tts import mel_spectrogram
+
+        wav = np.ascontiguousarray(wav_24k, dtype=np.float32)
+        return mel_spectrogram(torch.from_numpy(wav).unsqueeze(0), **SPEAKER_MEL).transpose(1, 2)
+
+    def embed(self, wav_24k: np.ndarray) -> np.ndarray:
+        """The x-vector of one mono 24 kHz clip, as float32 ``[enc_dim]``."""
+        import torch
+
+        if wav_24k.ndim != 1:
+            raise ValueError("embed() takes one mono waveform [T] at 24 kHz")
+        with torch.inference_mode():
+            vec = self.module(self.mels(wav_24k).to(self.device).to(self.dtype))[0]
+        return vec.float().cpu().numpy().astype(np.float32)
+
+    def embed_file(self, path) -> np.ndarray:
+        """Convenience: :func:`~qwen_tts_ext.prep.audio.load_audio` + :meth:`embed`."""
+        from qwen_tts_ext.prep.audio import load_audio
+
+        return self.embed(load_audio(path, SAMPLE_RATE))
+
+
+def mean_embedding(vectors) -> np.ndarray:
+    """Float32 mean of per-clip vectors (upcast first: bf16 means drift)."""
+    stack = np.stack([np.asarray(v, dtype=np.float32) for v in vectors])
+    return stack.mean(axis=0, dtype=np.float32)
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two vectors, computed in float64."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+def save_speakers(vectors: dict[str, np.ndarray], clips: dict[str, list[str]], out_dir: Path,
+                  sources: dict[str, str] | None = None) -> None:
+    """Write ``speakers.safetensors`` (name -> float32 vector) and ``speakers.json`` into ``out_dir``."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {name: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for name, v in vectors.items()}
+    save_file(tensors, str(out_dir / "speakers.safetensors"), metadata={"format": "pt", "kind": "qwen3-tts x-vectors"})
+    os.chmod(out_dir / "speakers.safetensors", 0o644)
+    meta = {
+        name: {"clips": clips.get(name, []), "num_clips": len(clips.get(name, [])), "dim": int(vectors[name].shape[0]),
+               **({"source": sources[name]} if sources and name in sources else {})}
+        for name in vectors
+    }
+    (out_dir / "speakers.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def load_speakers(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a ``speakers.safetensors`` (or the folder holding it) into ``{name: float32 vector}``."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "speakers.safetensors"
+    if not p.is_file():
+        raise UserError(f"{p} does not exist; run `qwen-tts-ext prepare` first")
+    with safe_open(str(p), framework="np") as f:
+        return {k: f.get_tensor(k).astype(np.float32) for k in f.keys()}
