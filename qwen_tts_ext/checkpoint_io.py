@@ -416,6 +416,7 @@ class SafetensorsStreamWriter:
         self._shard = -1
         self._fh = None
         self._remaining = 0
+        self._files: list[Path] | None = None
         self.bytes_written = 0
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -484,6 +485,8 @@ class SafetensorsStreamWriter:
 
     def close(self) -> list[Path]:
         """Finish the last shard, write the index (several shards) and return the files written."""
+        if self._files is not None:
+            return self._files
         if self._pos != len(self._queue):
             missing = len(self._queue) - self._pos
             raise ValueError(f"{missing} planned tensors were never written (next: {self.next_name})")
@@ -494,9 +497,32 @@ class SafetensorsStreamWriter:
         files = [self.out_dir / n for n in self.shard_names]
         if len(files) > 1:
             weight_map = {s.name: self.shard_names[i] for i, shard in enumerate(self._layout) for s in shard}
-            index = {"metadata": {"total_size": self.bytes_written, **self.metadata}, "weight_map": weight_map}
+            index = {"metadata": {"total_size": self.bytes_written}, "weight_map": weight_map}
             (self.out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2), encoding="utf-8")
+        self._files = files
         return files
+
+
+def patch_header_placeholders(path: str | os.PathLike, replacements: Mapping[str, str]) -> int:
+    """Replace placeholder strings in a safetensors header in place; each value must have its placeholder's length.
+
+    This lets a writer put values that are only known at the end (e.g. the sources' sha256, hashed
+    while the weights stream out) into the metadata without rewriting the file. Returns the number
+    of replacements made.
+    """
+    with open(path, "r+b") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = f.read(size)
+        count = 0
+        for old, new in replacements.items():
+            ob, nb = old.encode("utf-8"), new.encode("utf-8")
+            if len(ob) != len(nb):
+                raise ValueError(f"replacement for {old!r} must be {len(ob)} bytes, got {len(nb)}")
+            count += header.count(ob)
+            header = header.replace(ob, nb)
+        f.seek(8)
+        f.write(header)
+    return count
 
 
 def copy_byte_range(src: Path, offset: int, nbytes: int, dst_fh) -> None:
@@ -585,7 +611,7 @@ def write_safetensors_sharded(
     for tmp, final in zip(shard_paths, finals):
         os.replace(tmp, final)
     if len(finals) > 1:
-        index = {"metadata": {"total_size": total, **metadata},
+        index = {"metadata": {"total_size": total},
                  "weight_map": {n: names[i] for n, i in weight_map.items()}}
         (out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2), encoding="utf-8")
     return finals
