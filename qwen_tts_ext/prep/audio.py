@@ -122,6 +122,33 @@ def peak_safe(wav: np.ndarray, limit: float = PEAK_LIMIT) -> np.ndarray:
     return wav
 
 
+@dataclass
+class Decoded:
+    """A decoded clip at the target rate plus facts about the source file."""
+
+    wav: np.ndarray  # float32 mono at the target rate, peak-safe
+    source_sr: int
+    channels: int
+    clipped_fraction: float  # fraction of source samples at or above ``clip_level`` (any channel)
+
+
+def decode(path: AudioSource, target_sr: int = SAMPLE_RATE, clip_level: float = 0.99) -> Decoded:
+    """:func:`load_audio` that also reports the source rate, channel count and clipping.
+
+    Clipping is measured on the *source* samples: resampling a clipped plateau rings around full
+    scale, so it cannot be detected reliably afterwards.
+    """
+    data, sr = read_audio(path)
+    if data.size == 0 or data.shape[0] == 0:
+        raise AudioError("empty_audio", f"{_describe(path)} holds no samples")
+    if not np.all(np.isfinite(data)):
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise AudioError("nan_or_inf", f"{_describe(path)} has {bad} NaN/Inf samples")
+    clipped = float(np.count_nonzero(np.abs(data) >= clip_level)) / data.size
+    wav = peak_safe(resample(to_mono(data), sr, target_sr))
+    return Decoded(wav=wav, source_sr=sr, channels=int(data.shape[1]), clipped_fraction=clipped)
+
+
 def load_audio(path: AudioSource, target_sr: int = SAMPLE_RATE) -> np.ndarray:
     """Decode, downmix to mono, resample to ``target_sr`` and make peak-safe; return float32 ``[T]``.
 
@@ -130,14 +157,7 @@ def load_audio(path: AudioSource, target_sr: int = SAMPLE_RATE) -> np.ndarray:
     :class:`Rejected`) with a reject code: ``missing_file``, ``empty_audio``, ``unreadable``,
     ``nan_or_inf``.
     """
-    data, sr = read_audio(path)
-    if data.size == 0 or data.shape[0] == 0:
-        raise AudioError("empty_audio", f"{_describe(path)} holds no samples")
-    if not np.all(np.isfinite(data)):
-        bad = int(np.count_nonzero(~np.isfinite(data)))
-        raise AudioError("nan_or_inf", f"{_describe(path)} has {bad} NaN/Inf samples")
-    wav = resample(to_mono(data), sr, target_sr)
-    return peak_safe(wav)
+    return decode(path, target_sr).wav
 
 
 # --------------------------------------------------------------------------- checks
@@ -175,8 +195,13 @@ def loudest_window_db(wav: np.ndarray, sr: int = SAMPLE_RATE, window_s: float = 
     return 20.0 * math.log10(max(rms, 1e-10))
 
 
-def check_audio(wav: np.ndarray, checks: AudioChecks, sr: int = SAMPLE_RATE) -> AudioReport:
-    """Validate a decoded mono clip; raise :class:`AudioError` (silent/too_short/too_long) or return a report."""
+def check_audio(wav: np.ndarray, checks: AudioChecks, sr: int = SAMPLE_RATE,
+                source_clipped_fraction: float | None = None) -> AudioReport:
+    """Validate a decoded mono clip; raise :class:`AudioError` (silent/too_short/too_long) or return a report.
+
+    ``source_clipped_fraction`` (from :func:`decode`) is used for the clipping warning when given;
+    otherwise clipping is measured on ``wav`` itself.
+    """
     duration = len(wav) / sr
     if len(wav) == 0:
         raise AudioError("empty_audio", "no samples left")
@@ -190,7 +215,8 @@ def check_audio(wav: np.ndarray, checks: AudioChecks, sr: int = SAMPLE_RATE) -> 
     if duration > checks.max_seconds:
         raise AudioError("too_long", f"{duration:.2f} s is longer than max_seconds={checks.max_seconds:g}")
     peak = float(np.max(np.abs(wav)))
-    clipped = float(np.count_nonzero(np.abs(wav) >= checks.clip_level)) / len(wav)
+    clipped = (source_clipped_fraction if source_clipped_fraction is not None
+               else float(np.count_nonzero(np.abs(wav) >= checks.clip_level)) / len(wav))
     report = AudioReport(duration=duration, peak=peak, loudest_db=level, clipped_fraction=clipped)
     if clipped > checks.clip_fraction:
         report.warnings.append("clipping")

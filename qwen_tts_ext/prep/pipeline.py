@@ -161,11 +161,12 @@ def process_row(plan: RowPlan, checks: A.AudioChecks, trim: str, trim_margin: fl
         res.reject = plan.reject
         return res
     try:
-        wav = A.load_audio(plan.row.audio, SAMPLE_RATE)
+        dec = A.decode(plan.row.audio, SAMPLE_RATE, checks.clip_level)
+        wav = dec.wav
         res.content_hash = hashlib.sha1(wav.tobytes()).hexdigest()
         A.check_audio(wav, dataclasses.replace(checks, min_seconds=0.0, max_seconds=math.inf))  # silence first
         wav = A.trim(wav, trim, SAMPLE_RATE, trim_margin)
-        res.report = A.check_audio(wav, checks)
+        res.report = A.check_audio(wav, checks, source_clipped_fraction=dec.clipped_fraction)
         res.wav = wav
     except A.Rejected as rej:
         res.reject = rej
@@ -382,7 +383,7 @@ def _process_shards(cfg: PrepareConfig, plans: list[RowPlan], work: WorkDir, mod
                     "num_frames": int(c.shape[0]), "audio_path": audio_path, "ref_audio": row.ref_path,
                     "hash": r.content_hash, "warnings": r.report.warnings if r.report else [],
                     "peak": r.report.peak if r.report else 0.0,
-                    "source": row.audio_path,
+                    "source": row.audio_path, "line": row.line,
                 })
                 data.codes.append(c)
                 data.xvectors.append(models.speaker_encoder.embed(r.wav))
@@ -449,7 +450,8 @@ def _assemble(cfg: PrepareConfig, out: Path, work: WorkDir, identity: dict, fing
     for i, rec in enumerate(records):
         if rec["hash"] in seen:
             rejects.append({"row": rec["row"], "path": rec["source"], "reason": "duplicate",
-                            "message": f"same audio content as row {seen[rec['hash']]}", "kind": "clip"})
+                            "message": f"same audio content as row {seen[rec['hash']]}", "kind": "clip",
+                            **({"line": rec["line"]} if rec.get("line") is not None else {})})
             continue
         seen[rec["hash"]] = rec["row"]
         keep.append(i)
@@ -500,7 +502,7 @@ def _assemble(cfg: PrepareConfig, out: Path, work: WorkDir, identity: dict, fing
                     shutil.copy2(src, dst)
                 rec["audio_path"] = str(out / rec["audio_path"])
                 rec["source"] = rec["audio_path"]
-        _save_dataset(tmp / "dataset", records, codes)
+        _save_dataset(tmp / "dataset", records, codes, progress=cfg.progress)
         save_speakers(spk_vectors, spk_clips, tmp, spk_sources)
         with open(tmp / "train_with_codes.jsonl", "w", encoding="utf-8") as f:
             for rec, c in zip(records, codes):
@@ -523,9 +525,10 @@ def _assemble(cfg: PrepareConfig, out: Path, work: WorkDir, identity: dict, fing
     _log(cfg, _summary(out, stats))
 
 
-def _save_dataset(path: Path, records: list[dict], codes: list[np.ndarray]) -> None:
+def _save_dataset(path: Path, records: list[dict], codes: list[np.ndarray], progress: bool = True) -> None:
     import datasets
     import pyarrow as pa
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
 
     offsets = np.zeros(len(codes) + 1, dtype=np.int32)
     offsets[1:] = np.cumsum([c.shape[0] for c in codes])
@@ -554,7 +557,14 @@ def _save_dataset(path: Path, records: list[dict], codes: list[np.ndarray]) -> N
     })
     ds = datasets.Dataset(table, info=datasets.DatasetInfo(features=features,
                                                            description="qwen-tts-ext prepared 12 Hz codes"))
-    ds.save_to_disk(str(path))
+    was_enabled = is_progress_bar_enabled()
+    if not progress:
+        disable_progress_bar()
+    try:
+        ds.save_to_disk(str(path))
+    finally:
+        if was_enabled and not progress:
+            enable_progress_bar()
 
 
 def _publish(tmp: Path, out: Path) -> None:
