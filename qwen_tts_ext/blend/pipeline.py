@@ -308,8 +308,10 @@ def blend_checkpoint(cfg: BlendConfig, *, log: Callable[[str], None] = _print, p
 
     with LazyCheckpoint(tts_dir) as tts, LazyCheckpoint(llm_dir) as llm:
         plan = plan_for(tts, llm, cfg)
+        for note in plan.notes:
+            log(f"note: {note}")
         for w in plan.warnings:
-            (loud_warning if "stop signal" in w else lambda m: log(f"note: {m}"))(w)
+            loud_warning(w)
         sources_desc = {"tts": _source_id(cfg.tts, tts_dir), "llm": _source_id(cfg.llm, llm_dir)}
 
         if cfg.dry_run:

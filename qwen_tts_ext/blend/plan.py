@@ -297,7 +297,8 @@ class BlendPlan:
     schedule: Schedule
     tts: Backbone
     llm: Backbone
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # loud: alpha in the known-broken range
+    notes: list[str] = field(default_factory=list)  # informational (e.g. parents' dtypes differ)
 
     @property
     def active(self) -> list[BlendEntry]:
@@ -400,7 +401,7 @@ def make_plan(
     plan = BlendPlan(entries, schedule, tts, llm)
     mixed = sorted({(str(e.tts_dtype), str(e.llm_dtype)) for e in entries if e.tts_dtype != e.llm_dtype})
     if mixed:
-        plan.warnings.append(
+        plan.notes.append(
             "FFN dtypes differ between the parents (" + ", ".join(f"{a} vs {b}" for a, b in mixed) + "); "
             "the math runs in float32 and the result keeps the TTS dtype"
         )

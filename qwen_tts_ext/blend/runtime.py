@@ -89,7 +89,7 @@ def apply_blend_to_model(
     ``UserError``) before anything changes.
 
     Returns a report: ``llm``, ``alpha``, ``alpha_per_tensor`` (TTS tensor name -> alpha),
-    ``blended`` (count), ``frozen_layers``, ``projections``, ``restorable``, ``warnings``, ``seconds``.
+    ``blended`` (count), ``frozen_layers``, ``projections``, ``restorable``, ``warnings``, ``notes``, ``seconds``.
     """
     t0 = time.perf_counter()
     core = _core(model)
@@ -116,16 +116,21 @@ def apply_blend_to_model(
         originals: dict[str, torch.Tensor] | None = {} if keep_originals else None
         raw = Lerper("cpu")
         lerpers: dict[torch.device, Lerper] = {}
-        with torch.no_grad():
-            for e in plan.active:
-                p = params[e.tts_name]
-                if originals is not None:
-                    originals[e.tts_name] = p.detach().to("cpu", copy=True)
-                llm_t = ck.read_into(e.llm_name, raw.buffer("raw_llm", ck.nbytes(e.llm_name), torch.uint8))
-                lerper = lerpers.setdefault(p.device, Lerper(p.device))
-                lerper.blend(p.detach(), llm_t, e.alpha, out=p.data)
         if plan.active:
             setattr(core, _STATE_ATTR, {"originals": originals, "llm": str(ck.root)})
+        try:
+            with torch.no_grad():
+                for e in plan.active:
+                    p = params[e.tts_name]
+                    llm_t = ck.read_into(e.llm_name, raw.buffer("raw_llm", ck.nbytes(e.llm_name), torch.uint8))
+                    if originals is not None:
+                        originals[e.tts_name] = p.detach().to("cpu", copy=True)
+                    lerper = lerpers.setdefault(p.device, Lerper(p.device))
+                    lerper.blend(p.detach(), llm_t, e.alpha, out=p.data)
+        except BaseException:
+            if originals is not None:
+                restore_ffn(core)  # never leave a half-applied blend behind
+            raise
     finally:
         if own:
             ck.close()
@@ -138,6 +143,7 @@ def apply_blend_to_model(
         "projections": list(plan.schedule.projections),
         "restorable": keep_originals,
         "warnings": list(plan.warnings),
+        "notes": list(plan.notes),
         "seconds": time.perf_counter() - t0,
     }
 
