@@ -176,14 +176,13 @@ def _load_hf(source: str, split: str):
             ds = datasets.load_dataset("parquet", data_files=files)
         elif path.is_file() and path.suffix.lower() == ".parquet":
             ds = datasets.load_dataset("parquet", data_files=[str(path)])
-        elif path.is_dir():
-            ds = datasets.load_dataset("audiofolder", data_dir=str(path))
         else:
             ds = datasets.load_dataset(source)
     except UserError:
         raise
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = exc.__cause__ or exc
+        msg = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise UserError(f"cannot load dataset {source}: {msg}") from None
     if isinstance(ds, (datasets.DatasetDict, dict)):
         names = list(ds.keys())
@@ -234,6 +233,39 @@ def read_hf(source: str, cols: Columns, split: str = "") -> list[ManifestRow]:
     return rows
 
 
+AUDIOFOLDER_METADATA = ("metadata.csv", "metadata.jsonl")
+
+
+def read_audiofolder(path: Path, cols: Columns) -> list[ManifestRow]:
+    """An ``audiofolder`` (audio files + ``metadata.csv``/``metadata.jsonl`` with a ``file_name`` column).
+
+    Read directly (``datasets``' builder would need torchcodec to encode audio): ``file_name``
+    resolves against the metadata file's folder and becomes the ``audio`` column, as in ``datasets``.
+    """
+    metas = sorted(p for name in AUDIOFOLDER_METADATA for p in path.rglob(name))
+    if not metas:
+        raise UserError(f"{path} is a folder without metadata.csv/metadata.jsonl; an audiofolder needs one "
+                        "(columns: file_name, text, ...), or pass a JSONL/CSV manifest")
+    rows: list[ManifestRow] = []
+    for meta in metas:
+        sub = read_jsonl(meta, _af_cols(cols)) if meta.suffix == ".jsonl" else read_csv(meta, _af_cols(cols))
+        for r in sub:
+            r.row = len(rows)
+            rows.append(r)
+    return rows
+
+
+def _af_cols(cols: Columns) -> Columns:
+    return Columns(audio="file_name" if cols.audio == "audio" else cols.audio, text=cols.text, speaker=cols.speaker,
+                   language=cols.language, instruct=cols.instruct, ref_audio=cols.ref_audio,
+                   required_optional=cols.required_optional)
+
+
+def _is_hf_folder(path: Path) -> bool:
+    markers = ("dataset_info.json", "dataset_dict.json", "state.json")
+    return any((path / m).exists() for m in markers) or any(path.rglob("*.parquet"))
+
+
 def read_manifest(source: str | os.PathLike, cols: Columns, split: str = "") -> list[ManifestRow]:
     """Read any supported manifest; raise ``UserError`` for a missing/unknown source or a missing column."""
     source = str(source)
@@ -250,7 +282,9 @@ def read_manifest(source: str | os.PathLike, cols: Columns, split: str = "") -> 
             return read_hf(str(path), cols, split)
         raise UserError(f"manifest {path}: unknown type {suffix!r}; use .jsonl, .csv/.tsv, .parquet or a dataset folder")
     if path.is_dir():
-        return read_hf(str(path), cols, split)
+        if _is_hf_folder(path):
+            return read_hf(str(path), cols, split)
+        return read_audiofolder(path, cols)
     looks_like_hub = source.count("/") == 1 and not source.startswith((".", "/", "~"))
     if looks_like_hub and not os.environ.get("HF_HUB_OFFLINE"):
         return read_hf(source, cols, split)
