@@ -43,11 +43,11 @@ def prepared3(tmp_path_factory, tiny_base, corpus3):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_base, prepared3):
-    """One short run shared by several tests (60 steps at a high lr: the tiny model overfits)."""
+    """One short run shared by several tests (200 steps at a high lr: the tiny model overfits)."""
     from qwen_tts_ext.train.loop import train
 
     out = tmp_path_factory.mktemp("run") / "sft"
-    summary = train(_cfg(*tiny_recipe(tiny_base, prepared3, out, "train.max_steps=60")))
+    summary = train(_cfg(*tiny_recipe(tiny_base, prepared3, out, "train.max_steps=200")))
     return out, summary
 
 

@@ -111,7 +111,11 @@ def collate_examples(examples: list[Example]):
 
 class BucketBatchSampler(torch.utils.data.Sampler):
     """Seeded, length-bucketed batches: sort by length within large random pools, cut batches under a
-    token budget, then shuffle the batch order. ``set_epoch`` changes the permutation deterministically."""
+    token budget, then shuffle the batch order. ``use_epoch`` changes the permutation deterministically.
+
+    The method is deliberately not called ``set_epoch``: accelerate's prepared dataloaders call
+    ``batch_sampler.set_epoch(n)`` with their own iteration count, which restarts at 0 after a resume
+    (and in a ``skip_first_batches`` copy), and would silently replay epoch 0's order."""
 
     def __init__(self, lengths: list[int], batch_size: int, max_tokens_per_batch: int | None = None,
                  seed: int = 0, pool_factor: int = 50, drop_last: bool = False):
@@ -124,7 +128,7 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         self.epoch = 0
         self._batches = self._make(0)
 
-    def set_epoch(self, epoch: int) -> None:
+    def use_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self._batches = self._make(epoch)
 

@@ -251,7 +251,7 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
     window = {"frames": 0, "real": 0, "slots": 0, "t": time.perf_counter()}
     done = state.global_step >= total_steps
     while not done:
-        sampler.set_epoch(state.epoch)
+        sampler.use_epoch(state.epoch)
         epoch_dl = accelerator.skip_first_batches(train_dl, state.batch_in_epoch) if state.batch_in_epoch else train_dl
         for batch in epoch_dl:
             state.batch_in_epoch += 1
@@ -271,8 +271,10 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
             scheduler.step()
             state.global_step += 1
             bar.update(1)
-            last = {"loss": float(out["loss"].detach()), "talker_ce": float(out["talker_ce"]),
-                    "subtalker_ce": float(out["subtalker_ce"])}
+            # mean over processes, so a multi-process run logs the same quantity as a single one
+            reduced = accelerator.reduce(torch.stack([out["loss"].detach(), out["talker_ce"], out["subtalker_ce"]]),
+                                         reduction="mean")
+            last = {"loss": float(reduced[0]), "talker_ce": float(reduced[1]), "subtalker_ce": float(reduced[2])}
             bar.set_postfix(loss=f"{last['loss']:.3f}")
             if state.global_step % cfg.log.every_steps == 0 or state.global_step == total_steps:
                 dt = max(1e-9, time.perf_counter() - window["t"])
