@@ -93,3 +93,16 @@ def write_reference_wav(path: Path, seconds: float = 2.0, f0: float = 120.0, sr:
 
 def max_jump(x: np.ndarray) -> float:
     return float(np.max(np.abs(np.diff(x)))) if len(x) > 1 else 0.0
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run torch on one thread: tiny models are dominated by thread sync, ~10x slower on a busy 2-core box."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)

@@ -23,6 +23,14 @@ SCRIPT = "[Whispering] Don't wake him. [Angry] Why would you do that? [Excited] 
 FAST = dict(cap_margin=0.5, cap_slack_seconds=0.2)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    from _synthesis_helpers import single_thread
+
+    with single_thread():
+        yield
+
+
 @pytest.fixture(scope="module")
 def cv(tiny_custom_voice):
     return Synthesizer.load(tiny_custom_voice)

@@ -68,6 +68,10 @@ class SynthesizeConfig:
             raise UserError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.alpha > 0 and not self.llm:
             raise UserError(f"alpha {self.alpha} needs --llm: the Qwen3 LLM checkpoint to blend in")
+        for name, what in (("ref_audio", "reference audio"), ("speakers_file", "speakers file")):
+            value = getattr(self, name)
+            if value and not Path(value).is_file():
+                raise UserError(f"{what} {value} does not exist")
         if self.crossfade_ms < 0 or self.cap_margin <= 0 or self.max_segment_seconds <= 0:
             raise UserError("crossfade_ms must be >= 0, cap_margin and max_segment_seconds > 0")
 
@@ -210,12 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     from qwen_tts_ext.synthesis.output import save_synthesis, timestamped_path
     from qwen_tts_ext.synthesis.engine import SynthesisResult
 
+    if cfg.alpha > 0:
+        from qwen_tts_ext.checkpoint_io import resolve_checkpoint
+
+        resolve_checkpoint(cfg.llm, what="--llm")  # fail before loading the TTS model
     device, dtype = resolve_device(cfg.device, cfg.dtype)
     t0 = time.perf_counter()
     synth = Synthesizer.load(cfg.model, device=device, dtype=dtype, emotions=emotions)
     load_s = time.perf_counter() - t0
     voice = synth.voice(speaker=cfg.speaker or None, ref_audio=cfg.ref_audio or None, speakers_file=cfg.speakers_file or None)
     options = cfg.options()
+    if cfg.alpha > 0:
+        print(f"blending {cfg.alpha:g} of {cfg.llm} into the talker FFNs ...", file=sys.stderr)
     blend_info = synth.blend.set(cfg.alpha, cfg.llm or None) if cfg.alpha > 0 else {}
 
     warnings: list[str] = []
@@ -259,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=cfg.seed,
         alpha=cfg.alpha,
         llm=cfg.llm or None,
-        blend=blend_info,
+        blend={k: v for k, v in blend_info.items() if k != "alpha_per_tensor"},
         sampling=options.sampling(synth.tts.generate_defaults or {}),
         config=config_to_dict(cfg),
         load_seconds=round(load_s, 3),

@@ -1,0 +1,232 @@
+"""The alpha sweep: blend in memory, synthesize test sentences and a tagged script, measure.
+
+For each alpha (always including the baseline 0) the loaded model is blended from its original
+weights (``synthesis.blending.RuntimeBlend`` -> the blend module's ``apply_blend_to_model``), then
+
+- every test sentence is synthesized (same seed per sentence across alphas, so the comparison is
+  paired) with the usual text-derived frame cap: *stop rate* = share that ended by EOS;
+- the speaker encoder embeds every output: *similarity* = mean cosine to the reference voice;
+- a tagged script is synthesized: *identity drift* = 1 - mean pairwise cosine of its segments;
+- *RTF* = generation seconds / audio seconds; *CER* when an ASR transcriber is given.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qwen_tts_ext.evaluation.metrics import cer as char_error_rate
+from qwen_tts_ext.evaluation.metrics import cosine, identity_drift
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALPHAS = (0.0, 0.01, 0.03, 0.05, 0.10)
+DEFAULT_SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "I can't believe you did that without asking me first.",
+    "Please remember to water the plants while I'm away.",
+    "We finally won the championship after ten long years!",
+    "Could you tell me the way to the nearest train station?",
+    "It was a quiet evening, and the rain had just stopped.",
+)
+DEFAULT_SCRIPT = "[Whispering] Don't wake him. [Angry] Why would you do that? [Excited] We won! [Sad] It's over now."
+MIN_EMBED_SECONDS = 0.3
+
+
+@dataclass
+class AlphaRow:
+    alpha: float
+    n: int
+    stop_rate: float
+    cap_hits: int
+    mean_seconds: float
+    duration_ratio: float | None
+    similarity: float | None
+    similarity_min: float | None
+    drift: float | None
+    rtf: float
+    cer: float | None = None
+    per_sentence: list[dict[str, Any]] = field(default_factory=list)
+    script_segments: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Embedder:
+    """x-vectors of generated audio (24 kHz mono) via ``prep.speakers.SpeakerEncoder``."""
+
+    def __init__(self, encoder: Any):
+        self.encoder = encoder
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> "Embedder":
+        from qwen_tts_ext.prep.speakers import SpeakerEncoder
+
+        return cls(SpeakerEncoder.from_checkpoint(str(path)))
+
+    def __call__(self, audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
+        if len(audio) < MIN_EMBED_SECONDS * sample_rate:
+            return None
+        if sample_rate != 24000:
+            import soxr
+
+            audio = soxr.resample(audio, sample_rate, 24000)
+        return np.asarray(self.encoder.embed(np.asarray(audio, dtype=np.float32)), dtype=np.float32)
+
+
+def run_sweep(
+    synth,
+    voice,
+    options,
+    *,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    llm: str | None = None,
+    sentences: Sequence[str] = DEFAULT_SENTENCES,
+    script: str | None = DEFAULT_SCRIPT,
+    embedder: Callable[[np.ndarray, int], np.ndarray | None] | None = None,
+    reference: np.ndarray | None = None,
+    transcribe: Callable[[np.ndarray, int], str] | None = None,
+    audio_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[list[AlphaRow], str]:
+    """Run the sweep; returns (rows sorted by alpha, description of the similarity reference).
+
+    ``reference``: the voice's x-vector to compare against. If None and an ``embedder`` is given,
+    the mean embedding of the alpha-0 outputs is used (similarity then measures "same voice as
+    without blending").
+    """
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from qwen_tts_ext.synthesis.output import write_wav
+
+    alphas = sorted({0.0, *(float(a) for a in alphas)})
+    if any(a > 0 for a in alphas) and not llm:
+        from qwen_tts_ext.errors import UserError
+
+        raise UserError("alphas above 0 need --llm: the Qwen3 LLM checkpoint whose FFNs are blended in")
+    if not sentences:
+        from qwen_tts_ext.errors import UserError
+
+        raise UserError("no test sentences")
+    ref_desc = "given reference voice" if reference is not None else ("alpha-0 outputs" if embedder else "none")
+    n_script = len(synth.plan(script, options)) if script else 0
+    total = len(alphas) * (len(sentences) + n_script)
+    raw: list[dict[str, Any]] = []
+    bar = tqdm(total=total, desc="alpha sweep", unit="seg", disable=not progress)
+    try:
+        for alpha in alphas:
+            bar.set_postfix(alpha=alpha)
+            synth.blend.set(alpha, llm if alpha > 0 else None)
+            sent_rows, embs = [], []
+            gen_s = audio_s = 0.0
+            for i, text in enumerate(sentences):
+                res = synth.synthesize(text, voice, replace(options, seed=options.seed + 1000 * i))
+                seg_stop = all(s.stopped_by_eos for s in res.segments)
+                emb = embedder(res.audio, res.sample_rate) if embedder else None
+                row = {
+                    "text": text,
+                    "seconds": res.seconds,
+                    "frames": sum(s.frames for s in res.segments),
+                    "frame_cap": sum(s.frame_cap for s in res.segments),
+                    "stopped_by_eos": seg_stop,
+                }
+                if transcribe is not None:
+                    hyp = transcribe(res.audio, res.sample_rate)
+                    row.update(transcript=hyp, cer=char_error_rate(text, hyp))
+                if audio_dir is not None:
+                    write_wav(Path(audio_dir) / f"alpha{alpha:g}_s{i:02d}.wav", res.audio, res.sample_rate)
+                gen_s += sum(s.gen_seconds for s in res.segments)
+                audio_s += res.seconds
+                sent_rows.append(row)
+                embs.append(emb)
+                bar.update(len(res.segments))
+            script_rows, script_embs = [], []
+            if script:
+                res = synth.synthesize(script, voice, options)
+                for s in res.segments:
+                    e = embedder(s.audio, s.sample_rate) if embedder else None
+                    script_embs.append(e)
+                    script_rows.append({"tag": s.tag, "seconds": s.seconds, "stopped_by_eos": s.stopped_by_eos})
+                    gen_s += s.gen_seconds
+                    audio_s += s.seconds
+                if audio_dir is not None:
+                    write_wav(Path(audio_dir) / f"alpha{alpha:g}_script.wav", res.audio, res.sample_rate)
+                bar.update(len(res.segments))
+            raw.append(dict(alpha=alpha, sentences=sent_rows, embs=embs, script=script_rows, script_embs=script_embs,
+                            gen_s=gen_s, audio_s=audio_s))
+    finally:
+        synth.blend.restore()
+        bar.close()
+
+    if reference is None and embedder is not None:
+        base_embs = [e for e in raw[0]["embs"] if e is not None]
+        reference = np.mean(base_embs, axis=0) if base_embs else None
+        if reference is None:
+            ref_desc = "none (alpha-0 outputs too short to embed)"
+
+    rows: list[AlphaRow] = []
+    base_mean = None
+    for r in raw:
+        secs = [s["seconds"] for s in r["sentences"]]
+        mean_s = float(np.mean(secs))
+        if base_mean is None:
+            base_mean = mean_s
+        sims = [cosine(e, reference) for e in r["embs"] if e is not None] if reference is not None else []
+        for s, e in zip(r["sentences"], r["embs"]):
+            if reference is not None and e is not None:
+                s["similarity"] = cosine(e, reference)
+        cers = [s["cer"] for s in r["sentences"] if "cer" in s]
+        stops = [s["stopped_by_eos"] for s in r["sentences"]]
+        rows.append(
+            AlphaRow(
+                alpha=r["alpha"],
+                n=len(stops),
+                stop_rate=float(np.mean(stops)),
+                cap_hits=int(len(stops) - sum(stops)),
+                mean_seconds=mean_s,
+                duration_ratio=mean_s / base_mean if base_mean else None,
+                similarity=float(np.mean(sims)) if sims else None,
+                similarity_min=float(np.min(sims)) if sims else None,
+                drift=identity_drift(r["script_embs"]) if embedder else None,
+                rtf=r["gen_s"] / r["audio_s"] if r["audio_s"] > 0 else float("inf"),
+                cer=float(np.mean(cers)) if cers else None,
+                per_sentence=r["sentences"],
+                script_segments=r["script"],
+            )
+        )
+    return rows, ref_desc
+
+
+def asr_transcriber(model_dir: str | Path | None, device: str = "cpu") -> tuple[Callable | None, str | None]:
+    """A ``(audio, sr) -> text`` function from a local transformers ASR model, or (None, reason)."""
+    if not model_dir:
+        return None, None
+    path = Path(model_dir)
+    if not path.is_dir():
+        return None, f"ASR model {path} not found: CER skipped"
+    try:
+        from transformers import pipeline
+
+        asr = pipeline("automatic-speech-recognition", model=str(path), device=device)
+    except Exception as exc:  # any loading problem: skip the metric, keep the sweep
+        return None, f"ASR model {path} could not be loaded ({type(exc).__name__}: {exc}): CER skipped"
+    target_sr = getattr(getattr(asr, "feature_extractor", None), "sampling_rate", 16000) or 16000
+
+    def transcribe(audio: np.ndarray, sr: int) -> str:
+        import soxr
+
+        if len(audio) == 0:
+            return ""
+        x = soxr.resample(audio, sr, target_sr) if sr != target_sr else audio
+        out = asr({"raw": np.asarray(x, dtype=np.float32), "sampling_rate": target_sr})
+        return str(out.get("text", "")).strip()
+
+    return transcribe, None
