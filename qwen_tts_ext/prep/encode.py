@@ -6,7 +6,10 @@ are sorted by length and packed so that ``batch size x longest clip`` stays unde
 *padded* audio seconds (``batch_seconds``), which keeps padding small and memory bounded.
 
 Every clip is zero-padded to a whole number of frames first (see
-:func:`~qwen_tts_ext.prep.audio.pad_to_frames`), so its codes are exactly those of encoding it alone.
+:func:`~qwen_tts_ext.prep.audio.pad_to_frames`), so its codes are exactly those of encoding it alone,
+whatever else shares its batch. That also allows padding a batch a little *further*, to a length
+on a coarse grid (``LENGTH_QUANTUM`` samples): on CPU, oneDNN builds new convolution kernels for
+every new input shape, which costs more than the extra zeros, so repeating shapes pay off.
 """
 
 from __future__ import annotations
@@ -20,12 +23,20 @@ from qwen_tts_ext.constants import NUM_CODE_GROUPS, SAMPLE_RATE, SAMPLES_PER_FRA
 from qwen_tts_ext.errors import UserError
 
 
+# Batches are padded to a multiple of this many samples (10 frames = 0.8 s) so shapes repeat.
+LENGTH_QUANTUM = 10 * SAMPLES_PER_FRAME
+
+
+def round_up(n: int, quantum: int = LENGTH_QUANTUM) -> int:
+    return -(-n // quantum) * quantum
+
+
 def plan_batches(lengths: list[int], batch_seconds: float, max_batch: int,
-                 sample_rate: int = SAMPLE_RATE) -> list[list[int]]:
+                 sample_rate: int = SAMPLE_RATE, quantum: int = 1) -> list[list[int]]:
     """Group indices of ``lengths`` (samples) into batches, longest first.
 
-    A batch grows while ``len(batch) * longest <= batch_seconds * sample_rate`` and
-    ``len(batch) <= max_batch``; a clip longer than the budget gets a batch of its own.
+    A batch grows while ``len(batch) * round_up(longest, quantum) <= batch_seconds * sample_rate``
+    and ``len(batch) <= max_batch``; a clip longer than the budget gets a batch of its own.
     """
     budget = max(1.0, float(batch_seconds)) * sample_rate
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
@@ -37,7 +48,7 @@ def plan_batches(lengths: list[int], batch_seconds: float, max_batch: int,
             batches.append(cur)
             cur = []
         if not cur:
-            longest = lengths[i]
+            longest = round_up(lengths[i], quantum)
         cur.append(i)
     if cur:
         batches.append(cur)
@@ -76,9 +87,28 @@ def load_tokenizer(path: str | Path, device: str = "cpu", dtype: str = "float32"
     return tok
 
 
-def encode_batch(tokenizer, wavs: list[np.ndarray]) -> list[np.ndarray]:
-    """Encode 24 kHz mono clips in one batch; return int16 ``[frames, 16]`` arrays."""
-    enc = tokenizer.encode([np.ascontiguousarray(w, dtype=np.float32) for w in wavs], sr=SAMPLE_RATE)
+def encode_batch(tokenizer, wavs: list[np.ndarray], pad_to: int = 0) -> list[np.ndarray]:
+    """Encode 24 kHz mono clips in one batch; return int16 ``[frames, 16]`` arrays.
+
+    The steps of ``Qwen3TTSTokenizer.encode`` (feature extractor, then ``model.encode`` with the
+    padding mask), with the batch optionally zero-padded further to ``pad_to`` samples. Clips must
+    be whole frames long for the result not to depend on the padding.
+    """
+    import torch
+
+    fe = tokenizer.feature_extractor
+    inputs = fe(raw_audio=[np.ascontiguousarray(w, dtype=np.float32) for w in wavs],
+                sampling_rate=int(fe.sampling_rate), return_tensors="pt")
+    values = inputs["input_values"].squeeze(1)
+    mask = inputs["padding_mask"].squeeze(1)
+    extra = pad_to - values.shape[-1]
+    if extra > 0:
+        values = torch.nn.functional.pad(values, (0, extra))
+        mask = torch.nn.functional.pad(mask, (0, extra))
+    values = values.to(tokenizer.device).to(tokenizer.model.dtype)
+    mask = mask.to(tokenizer.device)
+    with torch.inference_mode():
+        enc = tokenizer.model.encode(values, mask, return_dict=True)
     out = []
     for code in enc.audio_codes:
         arr = code.detach().cpu().numpy()
@@ -88,11 +118,13 @@ def encode_batch(tokenizer, wavs: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-def encode_clips(tokenizer, wavs: list[np.ndarray], batch_seconds: float, max_batch: int) -> list[np.ndarray]:
-    """Encode many clips with length-bucketed batches; results are in input order."""
+def encode_clips(tokenizer, wavs: list[np.ndarray], batch_seconds: float, max_batch: int,
+                 quantum: int = LENGTH_QUANTUM) -> list[np.ndarray]:
+    """Encode many frame-aligned clips with length-bucketed batches; results are in input order."""
     lengths = [len(w) for w in wavs]
     out: list[np.ndarray | None] = [None] * len(wavs)
-    for batch in plan_batches(lengths, batch_seconds, max_batch):
-        for i, codes in zip(batch, encode_batch(tokenizer, [wavs[i] for i in batch])):
+    for batch in plan_batches(lengths, batch_seconds, max_batch, quantum=quantum):
+        pad_to = round_up(max(lengths[i] for i in batch), quantum)
+        for i, codes in zip(batch, encode_batch(tokenizer, [wavs[i] for i in batch], pad_to)):
             out[i] = codes
     return out  # type: ignore[return-value]

@@ -322,7 +322,7 @@ def _check_existing_output(out: Path, fingerprint: str, cfg: PrepareConfig) -> b
 def _process_shards(cfg: PrepareConfig, plans: list[RowPlan], work: WorkDir, models: _Models) -> _Timing:
     from tqdm.auto import tqdm
 
-    from qwen_tts_ext.prep.encode import encode_batch, plan_batches
+    from qwen_tts_ext.prep.encode import LENGTH_QUANTUM, encode_batch, plan_batches, round_up
 
     checks = A.AudioChecks(min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds, silence_db=cfg.silence_db,
                            clip_level=cfg.clip_level, clip_fraction=cfg.clip_fraction)
@@ -363,8 +363,10 @@ def _process_shards(cfg: PrepareConfig, plans: list[RowPlan], work: WorkDir, mod
             # encode, longest first, in padded-seconds-bounded batches
             padded = [A.pad_to_frames(r.wav) for r in good]
             codes: list[np.ndarray | None] = [None] * len(good)
-            for batch in plan_batches([len(w) for w in padded], cfg.batch_seconds, cfg.max_batch):
-                for i, c in zip(batch, encode_batch(models.tokenizer, [padded[i] for i in batch])):
+            lengths = [len(w) for w in padded]
+            for batch in plan_batches(lengths, cfg.batch_seconds, cfg.max_batch, quantum=LENGTH_QUANTUM):
+                pad_to = round_up(max(lengths[i] for i in batch), LENGTH_QUANTUM)
+                for i, c in zip(batch, encode_batch(models.tokenizer, [padded[i] for i in batch], pad_to)):
                     codes[i] = c
                 bar.update(len(batch))
                 kept_total += len(batch)
