@@ -145,7 +145,7 @@ def run(out: Path, steps: int) -> int:
 
         _run_cli(main, blend_cmd)
         prov = json.loads((blended / "darwin_blend.json").read_text())
-        return {"output": str(blended), "tensors_blended": len(prov.get("tensors", prov.get("per_tensor_alpha", [])))}
+        return {"output": str(blended), "tensors_blended": len(prov["alpha_per_tensor"]), "formula": prov["formula"]}
 
     d.stage("6. Darwin FFN blend (alpha 0.03)", ["python", "finetuning/darwin_blend.py", *blend_cmd], blend)
 
@@ -156,12 +156,15 @@ def run(out: Path, steps: int) -> int:
     def speak():
         from qwen_tts_ext.synthesis.cli import main
 
-        _run_cli(main, speak_cmd)
-        side = wavs / "alice_tagged.json"
-        info = json.loads(side.read_text()) if side.is_file() else {}
-        segs = info.get("segments", [])
-        return {"wav": str(wavs / "alice_tagged.wav"), "segments": len(segs),
-                "stopped_by_eos": [s.get("stopped_by_eos") for s in segs]}
+        code = main(speak_cmd)
+        # exit 3 = written, but a segment hit the frame cap (stop-signal failure): a finding, not a crash
+        if code not in (0, 3):
+            raise RuntimeError(f"command exited with {code}")
+        info = json.loads((wavs / "alice_tagged.json").read_text())
+        segs = info["segments"]
+        return {"wav": str(wavs / "alice_tagged.wav"), "segments": [s["tag"] for s in segs],
+                "stopped_by_eos": [s["stopped_by_eos"] for s in segs], "seconds": round(info["seconds"], 2),
+                "voice_ids": sorted({str(s["voice_id"]) for s in segs})}
 
     d.stage("7. speak a tagged script", ["python", "scripts/synthesize.py", *speak_cmd], speak)
 
