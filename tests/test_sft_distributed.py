@@ -1,0 +1,43 @@
+"""Two CPU processes (gloo) under `accelerate launch` train like one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _sft_helpers import make_prepared, tiny_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(l)["train/loss"] for l in (run / "metrics.jsonl").read_text().splitlines() if "train/loss" in l]
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, tiny_base, espeak_corpus):
+    prep = make_prepared(tmp_path / "prep", tiny_base, espeak_corpus)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = str(REPO / "finetuning" / "sft_12hz.py")
+    steps = ["train.max_steps=8", "train.warmup_steps=2"]
+    one = tmp_path / "one"
+    subprocess.run([sys.executable, script, *tiny_recipe(tiny_base, prep, one, *steps, "train.batch_size=2")],
+                   check=True, env=env, capture_output=True)
+    two = tmp_path / "two"
+    r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", script,
+                        *tiny_recipe(tiny_base, prep, two, *steps, "train.batch_size=1")],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = _losses(one), _losses(two)
+    assert len(a) == len(b) == 8  # the main process alone writes metrics: one line per step
+    assert b[-1] < b[0] - 0.5  # it learns
+    for x, y in zip(a, b):
+        assert abs(x - y) / x < 0.08, (a, b)
+    exports = [p for p in two.iterdir() if p.name.startswith("export")]
+    assert [p.name for p in exports] == ["export"] and (two / "export" / "model.safetensors").is_file()
+    assert not list(two.glob(".export*")), "a half-written export was left behind"
