@@ -307,3 +307,27 @@ def test_blending_a_blended_checkpoint_records_the_parent(tiny_base, tiny_llm, t
     assert prov["parent_blend"]["config"]["alpha"] == 0.01
     with safe_open(str(second / "model.safetensors"), "pt") as h:
         assert "darwin_blend" in h.metadata()
+
+
+def test_failure_mid_write_leaves_no_output(tiny_base, tiny_llm, tmp_path, capsys):
+    llm = rewrite_checkpoint(tiny_llm, tmp_path / "llm")
+    weights = llm / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 3])  # header intact, most tensors cut off
+    out = tmp_path / "out"
+    rc, _, err = run(capsys, "--tts", tiny_base, "--llm", llm, "--output", out)
+    assert rc == 2 and "truncated" in err, err
+    assert not out.exists() and not leftovers(tmp_path, "out")
+
+
+def test_launcher_and_dispatcher_help():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for cmd in ([sys.executable, "finetuning/darwin_blend.py", "--help"],
+                [sys.executable, "-m", "qwen_tts_ext.cli", "blend", "--help"]):
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "--alpha-per-layer" in proc.stdout and "stop signal" in proc.stdout

@@ -161,13 +161,22 @@ class SourceHasher(threading.Thread):
         self.enabled = enabled
         self.result: dict[str, list[dict[str, Any]]] = {}
         self.error: BaseException | None = None
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop hashing soon (the blend failed; nobody will read the digests)."""
+        self._cancelled.set()
+
+    def _check(self, _nbytes: int) -> None:
+        if self._cancelled.is_set():
+            raise InterruptedError("cancelled")
 
     def run(self) -> None:
         try:
             for role, files in self.sources.items():
                 rows = []
                 for f in files:
-                    digest = hf_cache_sha256(f) or (sha256_file(f) if self.enabled else None)
+                    digest = hf_cache_sha256(f) or (sha256_file(f, progress=self._check) if self.enabled else None)
                     rows.append({"file": f.name, "bytes": f.stat().st_size, "sha256": digest})
                 self.result[role] = rows
         except BaseException as exc:  # reported by the caller
@@ -356,55 +365,13 @@ def blend_checkpoint(cfg: BlendConfig, *, log: Callable[[str], None] = _print, p
         }, separators=(",", ":"))
         meta["darwin_blend.alphas"] = json.dumps(alpha_map, separators=(",", ":"))
 
-        with atomic_output_dir(out, overwrite=cfg.overwrite) as tmp:
-            copy_support_files(tts_dir, tmp, exclude=OWN_FILES)
-            bar = tqdm(total=tts.total_bytes, desc="blend", unit="B", unit_scale=True, unit_divisor=1024,
-                       disable=not progress)
-            result = stream_blend(plan, tts, llm, tmp, metadata=meta, max_shard_bytes=max_shard or None,
-                                  measure=cfg.report, progress=bar.update)
-            bar.close()
-            if hasher.is_alive():
-                log("finishing sha256 of the sources ...")
-            hasher.join()
-            if hasher.error is not None:
-                raise UserError(f"could not hash the sources: {hasher.error}")
-            digests = {role: hasher.combined(role) for role in ("tts", "llm")}
-            for f in result.files:
-                patch_header_placeholders(f, {_PLACEHOLDER[r]: (digests[r] or "not-computed").ljust(64)
-                                              for r in ("tts", "llm")})
-
-            parent_blend = None
-            if (tts_dir / PROVENANCE_FILE).is_file():
-                parent_blend = json.loads((tts_dir / PROVENANCE_FILE).read_text(encoding="utf-8"))
-            provenance = {
-                "tool": "qwen-tts-ext",
-                "tool_version": qwen_tts_ext.__version__,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "method": "darwin_ffn_lerp",
-                "formula": "W = (1 - alpha) * W_tts + alpha * W_llm, computed in float32, cast to the TTS dtype",
-                "sources": {
-                    role: {"id": sources_desc[role], "path": str(d), "sha256": digests[role],
-                           "files": hasher.result.get(role, [])}
-                    for role, d in (("tts", tts_dir), ("llm", llm_dir))
-                },
-                "backbone": {"tts": plan.tts.__dict__, "llm": plan.llm.__dict__},
-                "schedule": schedule_summary(plan),
-                "alpha_per_tensor": {e.tts_name: {"alpha": e.alpha, "llm_tensor": e.llm_name} for e in plan.entries},
-                "tensors": {"total": len(tts), "blended": len(result.blended), "byte_identical": result.copied},
-                "config": {k: v for k, v in cfg.__dict__.items()},
-                "versions": {"torch": torch.__version__, "safetensors": _version("safetensors"),
-                             "qwen_tts": _version("qwen-tts")},
-                "parent_blend": parent_blend,
-            }
-            (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
-            (tmp / "README.md").write_text(model_card(plan, cfg, provenance), encoding="utf-8")
-            report = report_paths = None
-            if cfg.report:
-                report = mri.build_report(plan, result.stats, sources_desc)
-                report_dir = Path(cfg.report_dir) if cfg.report_dir else tmp
-                report_paths = mri.write_report(report, report_dir)
-        if report_paths and not cfg.report_dir:
-            report_paths = tuple(out / p.name for p in report_paths)
+        try:
+            written = _write_output(cfg, plan, tts, llm, tts_dir, llm_dir, out, hasher, meta, sources_desc,
+                                    max_shard, log, progress)
+        except BaseException:
+            hasher.cancel()
+            raise
+        result, provenance, report, report_paths = written
 
     log(f"blended {len(result.blended)} FFN tensors (alpha {min(alpha_map.values()):g}..{max(alpha_map.values()):g}), "
         f"{result.copied} tensors copied byte for byte, in {result.seconds:.1f} s")
@@ -414,6 +381,62 @@ def blend_checkpoint(cfg: BlendConfig, *, log: Callable[[str], None] = _print, p
     log(f"wrote {out}")
     return {"output": out, "plan": plan, "result": result, "provenance": provenance,
             "report": report, "report_paths": report_paths}
+
+
+def _write_output(cfg, plan, tts, llm, tts_dir, llm_dir, out, hasher, meta, sources_desc, max_shard, log, progress):
+    """Everything that writes: weights, support files, provenance, card, report (atomically)."""
+    from tqdm.auto import tqdm
+
+    with atomic_output_dir(out, overwrite=cfg.overwrite) as tmp:
+        copy_support_files(tts_dir, tmp, exclude=OWN_FILES)
+        bar = tqdm(total=tts.total_bytes, desc="blend", unit="B", unit_scale=True, unit_divisor=1024,
+                   disable=not progress)
+        result = stream_blend(plan, tts, llm, tmp, metadata=meta, max_shard_bytes=max_shard or None,
+                              measure=cfg.report, progress=bar.update)
+        bar.close()
+        if hasher.is_alive():
+            log("finishing sha256 of the sources ...")
+        hasher.join()
+        if hasher.error is not None:
+            raise UserError(f"could not hash the sources: {hasher.error}")
+        digests = {role: hasher.combined(role) for role in ("tts", "llm")}
+        for f in result.files:
+            patch_header_placeholders(f, {_PLACEHOLDER[r]: (digests[r] or "not-computed").ljust(64)
+                                          for r in ("tts", "llm")})
+
+        parent_blend = None
+        if (tts_dir / PROVENANCE_FILE).is_file():
+            parent_blend = json.loads((tts_dir / PROVENANCE_FILE).read_text(encoding="utf-8"))
+        provenance = {
+            "tool": "qwen-tts-ext",
+            "tool_version": qwen_tts_ext.__version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "method": "darwin_ffn_lerp",
+            "formula": "W = (1 - alpha) * W_tts + alpha * W_llm, computed in float32, cast to the TTS dtype",
+            "sources": {
+                role: {"id": sources_desc[role], "path": str(d), "sha256": digests[role],
+                       "files": hasher.result.get(role, [])}
+                for role, d in (("tts", tts_dir), ("llm", llm_dir))
+            },
+            "backbone": {"tts": plan.tts.__dict__, "llm": plan.llm.__dict__},
+            "schedule": schedule_summary(plan),
+            "alpha_per_tensor": {e.tts_name: {"alpha": e.alpha, "llm_tensor": e.llm_name} for e in plan.entries},
+            "tensors": {"total": len(tts), "blended": len(result.blended), "byte_identical": result.copied},
+            "config": {k: v for k, v in cfg.__dict__.items()},
+            "versions": {"torch": torch.__version__, "safetensors": _version("safetensors"),
+                         "qwen_tts": _version("qwen-tts")},
+            "parent_blend": parent_blend,
+        }
+        (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(plan, cfg, provenance), encoding="utf-8")
+        report = report_paths = None
+        if cfg.report:
+            report = mri.build_report(plan, result.stats, sources_desc)
+            report_dir = Path(cfg.report_dir) if cfg.report_dir else tmp
+            report_paths = mri.write_report(report, report_dir)
+    if report_paths and not cfg.report_dir:
+        report_paths = tuple(out / p.name for p in report_paths)
+    return result, provenance, report, report_paths
 
 
 def _version(dist: str) -> str | None:
