@@ -40,6 +40,11 @@ class TrainConfig:
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     train_code_predictor: bool = True
     freeze_text_embedding: bool = True
+    lora_rank: int = 0  # > 0: LoRA memory mode (peft) instead of a full fine-tune; base weights frozen
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    lora_code_predictor: bool = False  # also put adapters on the code predictor's layers
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-8
 
@@ -50,6 +55,11 @@ class TrainConfig:
             raise UserError("train.lr must be > 0")
         if self.pure_bf16 and self.precision != "no":
             raise UserError("train.pure_bf16 already runs in bf16: set train.precision=no with it")
+        if self.lora_rank < 0:
+            raise UserError("train.lora_rank must be >= 0 (0 = full fine-tune)")
+        known = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+        if self.lora_rank and not set(self.lora_targets) <= known:
+            raise UserError(f"train.lora_targets may only name {sorted(known)}, got {self.lora_targets}")
         if len(self.adam_betas) != 2:
             raise UserError("train.adam_betas must be two numbers")
 
@@ -79,6 +89,7 @@ class ExportConfig:
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     every_epoch: bool = False  # also export after each epoch (export-epoch-N), not only at the end
     max_shard_gb: float = 5.0
+    lora: Literal["merge", "adapter", "both"] = "merge"  # LoRA runs: merged full checkpoint, adapter alone, or both
 
 
 @dataclass

@@ -37,7 +37,9 @@ def export_custom_voice(
     base_dir = Path(base_dir)
     out_dir = Path(out_dir)
     target = _DTYPES[dtype]
-    state = model.state_dict()
+    from qwen_tts_ext.train.lora import merged_state_dict
+
+    state = merged_state_dict(model)  # LoRA adapters merged into full weights; a plain state_dict otherwise
     emb_key = "talker.model.codec_embedding.weight"
 
     def tensors():
@@ -66,3 +68,21 @@ def export_custom_voice(
             encoding="utf-8",
         )
     return out_dir
+
+
+def export_adapter(model, out_dir: str | Path, table: SpeakerTable, *, base: str, overwrite: bool = True) -> Path:
+    """LoRA runs: the adapter alone, plus what locks the speakers (their rows and vectors).
+
+    Apply with ``peft.inject_adapter_in_model``/``set_peft_model_state_dict`` on ``model.talker`` of the
+    base checkpoint, write ``speakers.safetensors`` into the listed rows and merge ``spk_id`` into the config.
+    """
+    from safetensors.torch import save_file
+
+    from qwen_tts_ext.checkpoint_io import atomic_output_dir
+    from qwen_tts_ext.train.lora import save_adapter
+
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        save_adapter(model, tmp)
+        save_file({n: v.contiguous() for n, v in zip(table.names, table.vectors)}, str(tmp / "speakers.safetensors"))
+        (tmp / "speakers.json").write_text(json.dumps({"base": base, "spk_id": table.spk_id()}, indent=2))
+    return Path(out_dir)

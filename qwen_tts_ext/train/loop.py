@@ -164,6 +164,12 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
         model.talker.model.text_embedding.requires_grad_(False)
     if not tc.train_code_predictor:
         model.talker.code_predictor.requires_grad_(False)
+    lora = tc.lora_rank > 0
+    if lora:
+        from qwen_tts_ext.train.lora import apply_lora
+
+        n = apply_lora(model, tc.lora_rank, tc.lora_alpha, tc.lora_dropout, tc.lora_targets, tc.lora_code_predictor)
+        accelerator.print(f"LoRA rank {tc.lora_rank}: {n:,} trainable parameters")
     if tc.gradient_checkpointing:
         model.talker.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.talker.code_predictor.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -238,11 +244,21 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
 
     def export(name: str) -> Path:
         path = out_dir / name
+        unwrapped = accelerator.unwrap_model(module).model
         if main:
-            export_custom_voice(accelerator.unwrap_model(module).model, model_dir, path, table,
-                                dtype=cfg.export.dtype, max_shard_gb=cfg.export.max_shard_gb,
-                                provenance={"step": state.global_step, "recipe": asdict(cfg)})
+            if not lora or cfg.export.lora in ("merge", "both"):
+                export_custom_voice(unwrapped, model_dir, path, table,
+                                    dtype=cfg.export.dtype, max_shard_gb=cfg.export.max_shard_gb,
+                                    provenance={"step": state.global_step, "recipe": asdict(cfg)})
+            if lora and cfg.export.lora in ("adapter", "both"):
+                from qwen_tts_ext.train.export import export_adapter
+
+                adapter = export_adapter(unwrapped, out_dir / f"{name}-adapter", table, base=str(model_dir))
+                if cfg.export.lora == "adapter":
+                    path = adapter
         accelerator.wait_for_everyone()
+        if lora and cfg.export.lora == "adapter":
+            path = out_dir / f"{name}-adapter"
         return path
 
     # ---- loop ------------------------------------------------------------------------------------
