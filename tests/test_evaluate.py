@@ -183,7 +183,7 @@ def test_sweep_blends_each_alpha_from_the_original_and_restores(tiny_base, tiny_
     embedder = Embedder.from_checkpoint(tiny_base)
     rows_, ref = run_sweep(synth, voice, SynthesisOptions(**FAST), alphas=[0.1, 0.03], llm=str(tiny_llm),
                            sentences=["Hello there.", "Good night."], script="[Sad] Bye. [Happy] Hi!",
-                           embedder=embedder, progress=False)
+                           embedder=embedder, transcribe=lambda audio, sr: "hello there", progress=False)
     assert [r.alpha for r in rows_] == [0.0, 0.03, 0.1]  # baseline added, sorted
     by_alpha = {}
     for a, diff in seen:
@@ -199,6 +199,10 @@ def test_sweep_blends_each_alpha_from_the_original_and_restores(tiny_base, tiny_
         assert r.drift is not None and r.rtf > 0
         assert len(r.script_segments) == 2
     assert rows_[0].duration_ratio == pytest.approx(1.0)
+    # CER from the transcriber: "hello there" is perfect for sentence 1 and all wrong for "good night"
+    assert [s["cer"] for s in rows_[0].per_sentence] == [0.0, cer("Good night.", "hello there")]
+    assert rows_[0].cer == pytest.approx(cer("Good night.", "hello there") / 2) and rows_[0].cer > 0.3
+    assert "| CER |" in markdown_table([r.as_dict() for r in rows_], None, {})
     assert ref == "alpha-0 outputs"
 
 
@@ -241,3 +245,18 @@ def test_evaluate_cli_user_errors(tiny_base, capsys, args, fragment):
 
     assert main(["--model", str(tiny_base)] + args) == 2
     assert fragment in capsys.readouterr().err
+
+
+def test_evaluate_custom_voice_with_borrowed_speaker_encoder(tiny_custom_voice, tiny_base, tmp_path, capsys):
+    from qwen_tts_ext.evaluation.cli import main
+
+    out = tmp_path / "cv-report"
+    code = main(["--model", str(tiny_custom_voice), "--speaker", "vivian", "--speaker-encoder", str(tiny_base),
+                 "--alphas", "0", "--out-dir", str(out), "script=", "sentences=[Hello there., Good night.]",
+                 "cap_margin=0.5", "cap_slack_seconds=0.2"])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((out / "sweep.json").read_text())
+    (row,) = data["rows"]
+    assert row["n"] == 2 and row["similarity"] is not None and row["drift"] is None
+    assert data["settings"]["similarity_reference"] == "alpha-0 outputs"
+    assert data["settings"]["voice"]["id"] == "speaker:vivian"

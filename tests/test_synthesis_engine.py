@@ -261,3 +261,32 @@ def test_script_launcher_help_runs_from_repo_root():
                           text=True, timeout=60)
     assert proc.returncode == 0
     assert "--speaker" in proc.stdout and "emotion tags" in proc.stdout
+
+
+def test_cli_runtime_blend_is_applied_and_recorded(tiny_base, tiny_llm, tmp_path):
+    ref = write_reference_wav(tmp_path / "ref.wav")
+    out = tmp_path / "blended.wav"
+    code = _run_cli(["--model", str(tiny_base), "--ref-audio", str(ref), "--alpha", "0.03", "--llm", str(tiny_llm),
+                     "-o", str(out), "--allow-cap-hits", "--max-segment-seconds", "1", "[Happy] Hi."])
+    assert code == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["alpha"] == 0.03 and side["llm"] == str(tiny_llm)
+    assert side["blend"]["blended"] == 6  # 2 layers x gate/up/down
+    assert side["voice"]["kind"] == "xvector" and side["voice"]["id"].startswith("xvector:ref:")
+    assert any("Base checkpoints were not trained with instructions" in w for w in side["warnings"])
+
+
+def test_runtime_blend_changes_generation_and_restores(cv, tiny_llm):
+    """alpha > 0 changes the talker's output for the same seed; alpha 0 gives back the original."""
+    voice = cv.voice(speaker="vivian")
+    opts = SynthesisOptions(seed=3, **FAST)
+    before = cv.synthesize("Hello.", voice, opts).audio
+    try:
+        info = cv.blend.set(0.05, tiny_llm)
+        assert info["blended"] == 6 and cv.blend.alpha == 0.05
+        blended = cv.synthesize("Hello.", voice, opts).audio
+    finally:
+        cv.blend.set(0.0, None)
+    after = cv.synthesize("Hello.", voice, opts).audio
+    assert not np.array_equal(before, blended)
+    np.testing.assert_array_equal(before, after)
