@@ -260,3 +260,19 @@ def test_evaluate_custom_voice_with_borrowed_speaker_encoder(tiny_custom_voice, 
     assert row["n"] == 2 and row["similarity"] is not None and row["drift"] is None
     assert data["settings"]["similarity_reference"] == "alpha-0 outputs"
     assert data["settings"]["voice"]["id"] == "speaker:vivian"
+
+
+def test_evaluate_base_speakers_file_voice_is_the_similarity_reference(tiny_base, tmp_path):
+    from safetensors.torch import save_file
+
+    from qwen_tts_ext.evaluation.cli import main
+
+    spk = tmp_path / "speakers.safetensors"
+    save_file({"alice": torch.randn(64, generator=torch.Generator().manual_seed(0))}, str(spk))
+    out = tmp_path / "r"
+    assert main(["--model", str(tiny_base), "--speaker", "alice", "--speakers-file", str(spk), "--alphas", "0",
+                 "--out-dir", str(out), "script=", "sentences=[Hello there.]", "cap_margin=0.5",
+                 "cap_slack_seconds=0.2"]) == 0
+    data = json.loads((out / "sweep.json").read_text())
+    assert data["settings"]["similarity_reference"].startswith("x-vector of alice")
+    assert data["rows"][0]["similarity"] is not None

@@ -290,3 +290,10 @@ def test_runtime_blend_changes_generation_and_restores(cv, tiny_llm):
     after = cv.synthesize("Hello.", voice, opts).audio
     assert not np.array_equal(before, blended)
     np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("launcher, expect", [("scripts/evaluate.py", "--alphas"), ("app.py", "--models-dir")])
+def test_other_launchers_help_runs_from_repo_root(launcher, expect):
+    proc = subprocess.run([sys.executable, launcher, "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert expect in proc.stdout

@@ -54,7 +54,7 @@ class Joiner:
             self._tail = seg
         else:
             k = join_overlaps([self._lengths[-1], len(seg)], self.crossfade)[0]
-            # the previous segment's tail was kept whole in _tail, so k <= len(_tail)
+            # _tail is the previous segment minus its own leading overlap; both overlaps are <= half of it
             if k > 0:
                 t = (np.arange(k, dtype=np.float64) + 0.5) / k
                 fade_out, fade_in = np.cos(t * np.pi / 2), np.sin(t * np.pi / 2)
