@@ -214,11 +214,14 @@ def test_evaluate_cli_writes_report_and_skips_missing_asr(tiny_base, tiny_llm, t
     out = tmp_path / "report"
     code = main(["--model", str(tiny_base), "--llm", str(tiny_llm), "--ref-audio", str(ref), "--alphas", "0,0.05",
                  "--out-dir", str(out), "--asr", str(tmp_path / "no-asr"), "--script", "[Sad] Bye. [Happy] Hi!",
+                 "--save-audio",
                  "sentences=[Hello there.]", "cap_margin=0.5", "cap_slack_seconds=0.2"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "CER skipped" in captured.err
-    assert sorted(p.name for p in out.iterdir()) == ["sweep.json", "sweep.md", "sweep.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["audio", "sweep.json", "sweep.md", "sweep.png"]
+    assert sorted(p.name for p in (out / "audio").iterdir()) == [
+        "alpha0.05_s00.wav", "alpha0.05_script.wav", "alpha0_s00.wav", "alpha0_script.wav"]
     data = json.loads((out / "sweep.json").read_text())
     assert [r["alpha"] for r in data["rows"]] == [0.0, 0.05]
     for key in ("stop_rate", "duration_ratio", "similarity", "drift", "rtf", "cap_hits", "per_sentence"):
