@@ -417,6 +417,8 @@ class SafetensorsStreamWriter:
         self._fh = None
         self._remaining = 0
         self._files: list[Path] | None = None
+        self._pending: list | None = None  # [file, start, end]: adjacent tensors copied in one call
+        self._copy_buf: bytearray | None = None
         self.bytes_written = 0
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -426,7 +428,9 @@ class SafetensorsStreamWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        elif self._fh is not None:
+            return
+        self._pending = None
+        if self._fh is not None:
             self._fh.close()
             self._fh = None
 
@@ -443,6 +447,7 @@ class SafetensorsStreamWriter:
         if nbytes != spec.nbytes:
             raise ValueError(f"{name}: {nbytes} bytes given, {spec.nbytes} planned ({spec.dtype} {spec.shape})")
         if shard != self._shard:
+            self._flush_copies()
             self._finish_shard()
             self._shard = shard
             self._fh = open(self.out_dir / self.shard_names[shard], "wb", buffering=0)
@@ -471,6 +476,7 @@ class SafetensorsStreamWriter:
             data = tensor_bytes(tensor)
         else:
             data = memoryview(tensor).cast("B")
+        self._flush_copies()
         self._advance(name, data.nbytes)
         view, done = data, 0
         while done < data.nbytes:
@@ -480,13 +486,29 @@ class SafetensorsStreamWriter:
         """Append a tensor by copying its bytes file-to-file (kernel ``copy_file_range`` when possible)."""
         if self._pos < len(self._queue) and src.dtype != self._queue[self._pos][1].dtype:
             raise ValueError(f"{name}: source dtype {src.dtype} differs from the plan")
-        self._advance(name, src.nbytes)
-        copy_byte_range(src.file, src.offset, src.nbytes, self._fh)
+        p = self._pending
+        if p is not None and (p[0] != src.file or p[2] != src.offset):
+            self._flush_copies()
+        self._advance(name, src.nbytes)  # flushes on a shard change
+        if self._pending is None:
+            self._pending = [src.file, src.offset, src.offset + src.nbytes]
+        else:  # adjacent in the source: one copy for the whole run of untouched tensors
+            self._pending[2] += src.nbytes
+
+    def _flush_copies(self) -> None:
+        if self._pending is None:
+            return
+        file, start, end = self._pending
+        self._pending = None
+        if self._copy_buf is None:
+            self._copy_buf = bytearray(_COPY_CHUNK)
+        copy_byte_range(file, start, end - start, self._fh, self._copy_buf)
 
     def close(self) -> list[Path]:
         """Finish the last shard, write the index (several shards) and return the files written."""
         if self._files is not None:
             return self._files
+        self._flush_copies()
         if self._pos != len(self._queue):
             missing = len(self._queue) - self._pos
             raise ValueError(f"{missing} planned tensors were never written (next: {self.next_name})")
@@ -525,11 +547,19 @@ def patch_header_placeholders(path: str | os.PathLike, replacements: Mapping[str
     return count
 
 
-def copy_byte_range(src: Path, offset: int, nbytes: int, dst_fh) -> None:
-    """Copy ``src[offset:offset+nbytes]`` to the current position of the open binary file ``dst_fh``."""
+_NO_COPY_FILE_RANGE: set[tuple[int, int]] = set()  # (src dev, dst dev) pairs where the kernel refused
+
+
+def copy_byte_range(src: Path, offset: int, nbytes: int, dst_fh, buf: bytearray | None = None) -> None:
+    """Copy ``src[offset:offset+nbytes]`` to the current position of the open binary file ``dst_fh``.
+
+    Uses the kernel's ``copy_file_range`` (no data through Python) when the filesystems allow it,
+    else read/write through ``buf`` (reused if given).
+    """
     with open(src, "rb", buffering=0) as fin:
         left, pos = nbytes, offset
-        if hasattr(os, "copy_file_range"):
+        devs = (os.fstat(fin.fileno()).st_dev, os.fstat(dst_fh.fileno()).st_dev)
+        if hasattr(os, "copy_file_range") and devs not in _NO_COPY_FILE_RANGE:
             try:
                 while left:
                     n = os.copy_file_range(fin.fileno(), dst_fh.fileno(), min(left, 1 << 30), pos)
@@ -537,11 +567,11 @@ def copy_byte_range(src: Path, offset: int, nbytes: int, dst_fh) -> None:
                         break
                     left -= n
                     pos += n
-            except OSError:
-                pass  # e.g. across filesystems on old kernels: fall back to read/write
+            except OSError:  # e.g. across filesystems: remember, and fall back to read/write
+                _NO_COPY_FILE_RANGE.add(devs)
         if left:
             fin.seek(pos)
-            buf = bytearray(min(left, _COPY_CHUNK))
+            buf = buf if buf is not None else bytearray(min(left, _COPY_CHUNK))
             view = memoryview(buf)
             while left:
                 n = fin.readinto(view[: min(left, len(buf))])

@@ -331,3 +331,25 @@ def test_launcher_and_dispatcher_help():
         proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert "--alpha-per-layer" in proc.stdout and "stop signal" in proc.stdout
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_lerper_chunks_match_the_formula_in_place_and_out_of_place(dtype):
+    from qwen_tts_ext.blend.lerp import Lerper
+
+    g = torch.Generator().manual_seed(3)
+    tts = torch.randn(37, 101, generator=g).to(dtype)  # 3737 elements: several uneven chunks
+    llm = torch.randn(37, 101, generator=g).to(torch.bfloat16)
+    lerper = Lerper(chunk=1000)
+    for alpha in (0.0, 0.03, 0.5, 1.0):
+        want = expected_blend(tts, llm, alpha)
+        assert same_bytes(lerper.blend(tts, llm, alpha), want)
+        inplace = tts.clone()
+        assert lerper.blend(inplace, llm, alpha, out=inplace) is inplace
+        assert same_bytes(inplace, want)
+    stats = lerper.compare(tts, llm)
+    x, y = tts.double(), llm.double()
+    assert stats["rel_distance"] == pytest.approx(float((y - x).norm() / x.norm()), rel=1e-5)
+    assert stats["cosine"] == pytest.approx(float((x * y).sum() / (x.norm() * y.norm())), abs=1e-5)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        lerper.blend(tts, llm[:, :100].contiguous(), 0.1)

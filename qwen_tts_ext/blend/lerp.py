@@ -1,40 +1,63 @@
 """The blend arithmetic and the streaming checkpoint writer.
 
-``Lerper`` computes ``(1 - alpha) * W_tts + alpha * W_llm`` in float32 into buffers it reuses from
-tensor to tensor (fresh 50 MB float32 temporaries per tensor cost more in page faults than the
-arithmetic itself), then casts back to the TTS dtype. The same object serves the streaming CLI and
+``Lerper`` computes ``(1 - alpha) * W_tts + alpha * W_llm`` in float32, chunk by cache-sized chunk,
+in two small buffers it reuses (fresh 50 MB float32 temporaries per tensor cost more in page faults
+and memory traffic than the arithmetic itself), casting each chunk straight back to the TTS dtype. The same object serves the streaming CLI and
 the in-memory ``runtime`` blend, so both produce bit-identical tensors.
 
 ``stream_blend`` walks the TTS checkpoint tensor by tensor in on-disk order: tensors outside the
 plan (and blended tensors whose alpha is 0) are copied file-to-file by the kernel, byte for byte;
-blended tensors are read raw into reused byte buffers (no memory map, no allocation), mixed and
-written. Peak memory is a few buffers of the largest FFN tensor, whatever the model size.
+blended tensors are read raw into two reused byte buffers (no memory map, no allocation), mixed in
+place and written. Peak memory is two raw buffers of the largest FFN tensor plus 2 MiB, whatever
+the model size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 
 from qwen_tts_ext.blend.plan import BlendEntry, BlendPlan
 from qwen_tts_ext.checkpoint_io import LazyCheckpoint, SafetensorsStreamWriter, TensorSpec, plan_shards
 
-_STATS_CHUNK = 1 << 20  # elements per chunk for the MRI statistics' scratch buffer
+CPU_CHUNK = 1 << 18  # elements per step on the CPU: 1 MiB float32 per buffer, stays in cache
+GPU_CHUNK = 1 << 24
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = 1) -> Iterator[None]:
+    """Run torch CPU ops on ``n`` threads inside the block (restored afterwards).
+
+    The blend's chunks are cache-sized; splitting each over several OpenMP threads costs more in
+    synchronisation than it saves, and on a busy machine (a waiting thread descheduled) it was
+    measured 50-80x slower than one thread.
+    """
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if before != n:
+            torch.set_num_threads(before)
 
 
 class Lerper:
-    """Float32 linear interpolation with reusable buffers (one set per device).
+    """Float32 linear interpolation in cache-sized chunks, with buffers reused across tensors.
 
-    ``blend`` returns a view into an internal buffer that the next call overwrites: write or copy
-    it before blending the next tensor.
+    Nothing tensor-sized is ever allocated in float32: each chunk of both parents is converted into
+    two small float32 buffers, mixed there and cast straight into the output, which may be the TTS
+    tensor itself (in-place blend).
     """
 
-    def __init__(self, device: str | torch.device = "cpu"):
+    def __init__(self, device: str | torch.device = "cpu", chunk: int | None = None):
         self.device = torch.device(device)
+        self.chunk = chunk or (CPU_CHUNK if self.device.type == "cpu" else GPU_CHUNK)
         self._bufs: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 
     def buffer(self, key: str, numel: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -46,18 +69,8 @@ class Lerper:
             self._bufs[(key, dtype)] = buf
         return buf[:numel]
 
-    def load_pair(self, tts: torch.Tensor, llm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both tensors as float32 copies in the reusable buffers ``x`` and ``y``."""
-        if tts.shape != llm.shape:
-            raise ValueError(f"shape mismatch {tuple(tts.shape)} vs {tuple(llm.shape)}")
-        n = tts.numel()
-        x = self.buffer("x", n).view(tts.shape)
-        y = self.buffer("y", n).view(llm.shape)
-        x.copy_(tts)
-        y.copy_(llm)
-        return x, y
-
-    def mix(self, x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
+    @staticmethod
+    def mix(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
         """In place: ``x = (1 - alpha) * x + alpha * y`` in float32, exactly as written (no fused multiply-add).
 
         alpha 0 and 1 return ``x`` and ``y`` untouched, so the ends reproduce a parent bit for bit
@@ -71,42 +84,60 @@ class Lerper:
         torch.mul(y, alpha, out=y)
         return x.add_(y)
 
+    def _chunks(self, *tensors: torch.Tensor):
+        flat = []
+        for t in tensors:
+            if not t.is_contiguous():
+                raise ValueError("the blend needs contiguous tensors")
+            flat.append(t.view(-1))
+        n = flat[0].numel()
+        x, y = self.buffer("x", min(n, self.chunk)), self.buffer("y", min(n, self.chunk))
+        for start in range(0, n, self.chunk):
+            stop = min(n, start + self.chunk)
+            yield x[: stop - start], y[: stop - start], [f[start:stop] for f in flat]
+
     def blend(
         self, tts: torch.Tensor, llm: torch.Tensor, alpha: float, *, out: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``(1 - alpha) * tts + alpha * llm`` in float32, cast to ``tts.dtype`` (into ``out`` if given)."""
-        x, y = self.load_pair(tts, llm)
-        mixed = self.mix(x, y, alpha)
+        """``(1 - alpha) * tts + alpha * llm`` in float32, cast to ``out``'s dtype (default: a buffer of ``tts.dtype``).
+
+        ``out`` may be ``tts`` itself. Without ``out`` the result is a view of an internal buffer
+        that the next call overwrites.
+        """
+        if tts.shape != llm.shape:
+            raise ValueError(f"shape mismatch {tuple(tts.shape)} vs {tuple(llm.shape)}")
         if out is None:
             out = self.buffer("out", tts.numel(), tts.dtype).view(tts.shape)
-        return out.copy_(mixed)
+        if out.shape != tts.shape:
+            raise ValueError("out must have the shape of the tensors")
+        for xs, ys, (t, l, o) in self._chunks(tts, llm, out):
+            xs.copy_(t)
+            ys.copy_(l)
+            o.copy_(self.mix(xs, ys, alpha))
+        return out
 
+    def compare(self, tts: torch.Tensor, llm: torch.Tensor) -> dict[str, float]:
+        """MRI statistics: ``||llm - tts|| / ||tts||``, cosine, ``||llm|| / ||tts||`` (and both norms).
 
-def compare(x: torch.Tensor, y: torch.Tensor, scratch: torch.Tensor) -> dict[str, float]:
-    """MRI statistics of two float32 tensors: ``||y - x|| / ||x||``, cosine, ``||y|| / ||x||`` (and the norms).
-
-    Sums are taken over chunks (float32 dot products, accumulated in float64), and the difference
-    goes through ``scratch`` so no tensor-sized temporary is allocated.
-    """
-    xf, yf = x.reshape(-1), y.reshape(-1)
-    xx = yy = xy = dd = 0.0
-    step = scratch.numel()
-    for start in range(0, xf.numel(), step):
-        a, b = xf[start : start + step], yf[start : start + step]
-        d = scratch[: a.numel()]
-        torch.sub(b, a, out=d)
-        xx += float(torch.dot(a, a))
-        yy += float(torch.dot(b, b))
-        xy += float(torch.dot(a, b))
-        dd += float(torch.dot(d, d))
-    nx, ny = xx**0.5, yy**0.5
-    return {
-        "rel_distance": (dd**0.5) / nx if nx else float("inf"),
-        "cosine": xy / (nx * ny) if nx and ny else 0.0,
-        "norm_ratio": ny / nx if nx else float("inf"),
-        "tts_norm": nx,
-        "llm_norm": ny,
-    }
+        Chunked float32 dot products, accumulated in float64; no tensor-sized temporary.
+        """
+        xx = yy = xy = dd = 0.0
+        for xs, ys, (t, l) in self._chunks(tts, llm):
+            xs.copy_(t)
+            ys.copy_(l)
+            xx += float(torch.dot(xs, xs))
+            yy += float(torch.dot(ys, ys))
+            xy += float(torch.dot(xs, ys))
+            ys.sub_(xs)
+            dd += float(torch.dot(ys, ys))
+        nx, ny = xx**0.5, yy**0.5
+        return {
+            "rel_distance": (dd**0.5) / nx if nx else float("inf"),
+            "cosine": xy / (nx * ny) if nx and ny else 0.0,
+            "norm_ratio": ny / nx if nx else float("inf"),
+            "tts_norm": nx,
+            "llm_norm": ny,
+        }
 
 
 class PairReader:
@@ -123,9 +154,6 @@ class PairReader:
     def read(self, entry: BlendEntry) -> tuple[torch.Tensor, torch.Tensor]:
         """The entry's tensors in their stored dtypes (views of internal buffers)."""
         return self._raw("raw_tts", self.tts, entry.tts_name), self._raw("raw_llm", self.llm, entry.llm_name)
-
-    def scratch(self) -> torch.Tensor:
-        return self.lerper.buffer("scratch", _STATS_CHUNK)
 
 
 @dataclass
@@ -183,20 +211,15 @@ def stream_blend(
     blended: list[str] = []
     stats: dict[str, dict[str, float]] = {}
     copied = 0
-    with SafetensorsStreamWriter(out_dir, specs, metadata=metadata, shards=shards, shard_names=shard_names) as w:
+    with torch_threads(1), SafetensorsStreamWriter(out_dir, specs, metadata=metadata, shards=shards, shard_names=shard_names) as w:
         for spec in specs:
             entry = entries.get(spec.name)
             if entry is not None and (entry.alpha > 0 or measure):
                 raw_t, raw_l = reader.read(entry)
-                x, y = lerper.load_pair(raw_t, raw_l)
                 if measure:
-                    stats[spec.name] = compare(x, y, reader.scratch())
+                    stats[spec.name] = lerper.compare(raw_t, raw_l)
                 if entry.alpha > 0:
-                    mixed = lerper.mix(x, y, entry.alpha)
-                    out = lerper.buffer("out", spec.nbytes, torch.uint8)[: spec.nbytes]
-                    out = out.view(raw_t.dtype).view(raw_t.shape)
-                    out.copy_(mixed)
-                    w.write(spec.name, out)
+                    w.write(spec.name, lerper.blend(raw_t, raw_l, entry.alpha, out=raw_t))  # in place
                     blended.append(spec.name)
                 else:
                     w.copy_tensor_from(spec.name, tts.location(spec.name))

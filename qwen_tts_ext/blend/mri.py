@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from qwen_tts_ext.blend.lerp import Lerper, PairReader, compare
+from qwen_tts_ext.blend.lerp import Lerper, PairReader, torch_threads
 from qwen_tts_ext.blend.plan import BlendPlan
 from qwen_tts_ext.checkpoint_io import LazyCheckpoint
 
@@ -37,12 +37,12 @@ def measure(
     """MRI statistics of every mapped tensor (read one pair at a time into reused buffers)."""
     reader = PairReader(tts, llm, Lerper())
     out: dict[str, dict[str, float]] = {}
-    for entry in plan.entries:
-        raw_t, raw_l = reader.read(entry)
-        x, y = reader.lerper.load_pair(raw_t, raw_l)
-        out[entry.tts_name] = compare(x, y, reader.scratch())
-        if progress is not None:
-            progress(1)
+    with torch_threads(1):
+        for entry in plan.entries:
+            raw_t, raw_l = reader.read(entry)
+            out[entry.tts_name] = reader.lerper.compare(raw_t, raw_l)
+            if progress is not None:
+                progress(1)
     return out
 
 

@@ -255,7 +255,10 @@ def build_schedule(
     per_proj: dict[str, list[float]] = {}
     if isinstance(spec, Mapping):
         for key, sub in spec.items():
-            proj = parse_tensors([key])[0]
+            name = str(key).strip().lower().removesuffix("_proj")
+            if name not in PROJECTIONS:
+                raise UserError(f"alpha_per_layer: key {key!r} is not one of gate, up, down")
+            proj = name
             per_proj[proj] = expand_schedule(sub, num_layers, f"alpha_per_layer.{key}")
     elif spec is not None:
         common = expand_schedule(spec, num_layers)

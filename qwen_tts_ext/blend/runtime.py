@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 import torch
 
-from qwen_tts_ext.blend.lerp import Lerper
+from qwen_tts_ext.blend.lerp import Lerper, torch_threads
 from qwen_tts_ext.blend.plan import PROJECTIONS, make_plan
 from qwen_tts_ext.checkpoint_io import LazyCheckpoint, resolve_checkpoint
 from qwen_tts_ext.errors import UserError
@@ -119,7 +119,7 @@ def apply_blend_to_model(
         if plan.active:
             setattr(core, _STATE_ATTR, {"originals": originals, "llm": str(ck.root)})
         try:
-            with torch.no_grad():
+            with torch.no_grad(), torch_threads(1):
                 for e in plan.active:
                     p = params[e.tts_name]
                     llm_t = ck.read_into(e.llm_name, raw.buffer("raw_llm", ck.nbytes(e.llm_name), torch.uint8))
