@@ -26,6 +26,7 @@ def _optional_commands() -> None:
         ("sft", "qwen_tts_ext.train.cli", "fine-tune a checkpoint (use `accelerate launch` for several devices)"),
         ("blend", "qwen_tts_ext.blend.cli", "Darwin FFN blend of an LLM into the talker"),
         ("synthesize", "qwen_tts_ext.synthesis.cli", "speak a tagged script with one locked voice"),
+        ("evaluate", "qwen_tts_ext.evaluation.cli", "Darwin alpha sweep: stop rate, duration, similarity, drift, RTF"),
         ("studio", "qwen_tts_ext.studio", "the browser studio (Gradio)"),
     ):
         if importlib.util.find_spec(module.rsplit(".", 1)[0]) is not None:
