@@ -198,11 +198,13 @@ def test_metrics_and_wandb_offline_series(tmp_path, tiny_base, prepared3):
     assert sorted(p.name for p in (out / "samples").glob("*.wav"))  # one WAV per speaker per eval
 
 
-def test_06b_variant_trains_through_text_projection(tmp_path, tiny_base_06b, corpus3):
+def test_06b_variant_trains_through_text_projection(tmp_path, tiny_base_06b, corpus3, capsys):
     from qwen_tts_ext.train.loop import train
 
-    prep = make_prepared(tmp_path / "prep06", tiny_base_06b, corpus3)
+    prep = make_prepared(tmp_path / "prep06", tiny_base_06b, corpus3, instruct={"alice": "Speak slowly."})
     summary = train(_cfg(*tiny_recipe(tiny_base_06b, prep, tmp_path / "run06", "train.max_steps=6")))
+    # stock qwen_tts drops instruct for 0.6B at inference, so training must not put the prefix in
+    assert "ignores instruct" in capsys.readouterr().out
     assert math.isfinite(summary["final_loss"])
     assert (Path(summary["export"]) / "model.safetensors").is_file()
 

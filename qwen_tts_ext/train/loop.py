@@ -176,10 +176,16 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
     model.train()
 
     # ---- data ----------------------------------------------------------------------------------
+    use_instruct = cfg.data.use_instruct
+    if use_instruct and str(model.config.tts_model_size) == "0b6" and "instruct" in hf_ds.column_names \
+            and any(hf_ds["instruct"]):
+        # stock qwen_tts drops `instruct` for 0.6B models at inference: training on it would teach a prefix never fed
+        accelerator.print("warning: the 0.6B model ignores instruct at inference; training without the instruct prefix")
+        use_instruct = False
     tok = TextTokenizer(tts.processor.tokenizer)
     train_idx, eval_idx = split_train_eval(len(hf_ds), cfg.data.eval_fraction, cfg.data.eval_max, tc.seed)
-    train_ds = SFTDataset(hf_ds.select(train_idx), tok, ids, table.names, cfg.data.use_instruct, cfg.data.use_language)
-    eval_ds = SFTDataset(hf_ds.select(eval_idx), tok, ids, table.names, cfg.data.use_instruct, cfg.data.use_language) if eval_idx else None
+    train_ds = SFTDataset(hf_ds.select(train_idx), tok, ids, table.names, use_instruct, cfg.data.use_language)
+    eval_ds = SFTDataset(hf_ds.select(eval_idx), tok, ids, table.names, use_instruct, cfg.data.use_language) if eval_idx else None
     sampler = BucketBatchSampler(train_ds.lengths, tc.batch_size, tc.max_tokens_per_batch or None, seed=tc.seed)
     train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate_examples,
                                            num_workers=cfg.data.num_workers)
