@@ -54,6 +54,7 @@ _HELP = {
     "max_batch": "max clips per tokenizer batch (default: 64)",
     "num_workers": "threads decoding/resampling audio (default: 2; 0 = main thread)",
     "shard_size": "rows per resumable work shard (default: 128)",
+    "embed_threads": "torch CPU threads for per-clip speaker x-vectors (default: 1; 0 = torch default)",
     "shard": "i/n: prepare only the i-th of n contiguous slices (0-based, default 0/1)",
 }
 

@@ -10,7 +10,7 @@ from qwen_tts_ext.errors import UserError
 
 # Fields that do not change the prepared data (excluded from the dataset fingerprint).
 NON_IDENTITY_FIELDS = ("output", "num_workers", "batch_seconds", "max_batch", "dry_run", "overwrite", "keep_work",
-                       "device", "shard_size", "progress")
+                       "device", "shard_size", "progress", "embed_threads")
 
 
 @dataclass
@@ -55,6 +55,7 @@ class PrepareConfig:
     batch_seconds: float = 240.0  # padded audio seconds per encoder batch
     max_batch: int = 64
     num_workers: int = 2  # decoding/resampling threads
+    embed_threads: int = 1  # torch CPU threads for per-clip x-vectors (0 = torch default)
     shard_size: int = 128  # rows per resumable work shard
     shard: str = "0/1"  # "i/n": prepare the i-th (0-based) of n contiguous slices of the manifest
 
@@ -70,6 +71,8 @@ class PrepareConfig:
             raise UserError(f"need 0 <= min_seconds < max_seconds, got {self.min_seconds} and {self.max_seconds}")
         if self.batch_seconds <= 0 or self.max_batch < 1:
             raise UserError("batch_seconds must be > 0 and max_batch >= 1")
+        if self.embed_threads < 0:
+            raise UserError("embed_threads must be >= 0 (0 = torch's default thread count)")
         if self.num_workers < 0:
             raise UserError("num_workers must be >= 0 (0 = decode in the main thread)")
         if self.shard_size < 1:

@@ -280,7 +280,8 @@ def prepare(cfg: PrepareConfig) -> Path:
     import torch
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-    models.speaker_encoder = SpeakerEncoder.from_checkpoint(spk_dir, device=cfg.device, dtype=dtype)
+    models.speaker_encoder = SpeakerEncoder.from_checkpoint(spk_dir, device=cfg.device, dtype=dtype,
+                                                            num_threads=cfg.embed_threads or None)
     models.tokenizer = load_tokenizer(tok_dir, device=cfg.device, dtype=cfg.dtype)
 
     num_shards = max(1, math.ceil(len(plans) / cfg.shard_size))

@@ -69,10 +69,12 @@ def _weight_files(ckpt: Path, prefix: str) -> dict[str, list[str]]:
 class SpeakerEncoder:
     """The Base checkpoint's speaker encoder, loaded alone. Use :meth:`from_checkpoint`."""
 
-    def __init__(self, module, device: str = "cpu", dtype=None, source: str = "", use_mkldnn: bool = False):
+    def __init__(self, module, device: str = "cpu", dtype=None, source: str = "", use_mkldnn: bool = False,
+                 num_threads: int | None = None):
         import torch
 
         self.use_mkldnn = use_mkldnn
+        self.num_threads = num_threads
         self.module = module.eval()
         self.device = torch.device(device)
         self.dtype = dtype if dtype is not None else next(module.parameters()).dtype
@@ -84,7 +86,7 @@ class SpeakerEncoder:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu", dtype=None,
-                        use_mkldnn: bool = False) -> "SpeakerEncoder":
+                        use_mkldnn: bool = False, num_threads: int | None = None) -> "SpeakerEncoder":
         """Build the encoder from ``path``'s ``config.json`` and load only its ``speaker_encoder.*`` tensors.
 
         ``dtype``: a torch dtype to run in (default: the checkpoint's stored dtype, as the stock model
@@ -95,6 +97,10 @@ class SpeakerEncoder:
         length, and oneDNN spends far longer building kernels for a new shape than the tiny ECAPA
         convolutions take. Results agree with the stock model to ~1e-6 (float32 rounding), which is
         also how much the stock model's own result moves with the memory alignment of its weights.
+
+        ``num_threads``: torch CPU threads while embedding (``None``: leave as is). One clip's
+        convolutions are small; with 1 thread they avoid OpenMP synchronisation, which on a busy
+        machine costs more than the convolutions themselves.
         """
         import torch
         from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSSpeakerEncoderConfig
@@ -132,7 +138,8 @@ class SpeakerEncoder:
             )
         run_dtype = dtype or stored
         module = module.to(device=device, dtype=run_dtype)
-        return cls(module, device=device, dtype=run_dtype, source=str(ckpt), use_mkldnn=use_mkldnn)
+        return cls(module, device=device, dtype=run_dtype, source=str(ckpt), use_mkldnn=use_mkldnn,
+                   num_threads=num_threads)
 
     def mels(self, wav_24k: np.ndarray):
         """``[1, frames, 128]`` log-mel features exactly as ``extract_speaker_embedding`` computes them."""
@@ -149,12 +156,17 @@ class SpeakerEncoder:
         if wav_24k.ndim != 1:
             raise ValueError("embed() takes one mono waveform [T] at 24 kHz")
         before = torch._C._get_mkldnn_enabled()
+        threads = torch.get_num_threads()
         torch._C._set_mkldnn_enabled(self.use_mkldnn or self.device.type != "cpu")
+        if self.num_threads and self.num_threads != threads:
+            torch.set_num_threads(self.num_threads)
         try:
             with torch.inference_mode():
                 vec = self.module(self.mels(wav_24k).to(self.device).to(self.dtype))[0]
         finally:
             torch._C._set_mkldnn_enabled(before)
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
         return vec.float().cpu().numpy().astype(np.float32)
 
     def embed_file(self, path) -> np.ndarray:
