@@ -60,7 +60,7 @@ TORCH_TO_ST: dict[torch.dtype, str] = {v: k for k, v in ST_TO_TORCH.items()}
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_COPY_CHUNK = 64 << 20
+_COPY_CHUNK = 16 << 20
 
 
 # --------------------------------------------------------------------------- locating checkpoints
@@ -500,9 +500,7 @@ class SafetensorsStreamWriter:
             return
         file, start, end = self._pending
         self._pending = None
-        if self._copy_buf is None:
-            self._copy_buf = bytearray(_COPY_CHUNK)
-        copy_byte_range(file, start, end - start, self._fh, self._copy_buf)
+        self._copy_buf = copy_byte_range(file, start, end - start, self._fh, self._copy_buf)
 
     def close(self) -> list[Path]:
         """Finish the last shard, write the index (several shards) and return the files written."""
@@ -550,11 +548,13 @@ def patch_header_placeholders(path: str | os.PathLike, replacements: Mapping[str
 _NO_COPY_FILE_RANGE: set[tuple[int, int]] = set()  # (src dev, dst dev) pairs where the kernel refused
 
 
-def copy_byte_range(src: Path, offset: int, nbytes: int, dst_fh, buf: bytearray | None = None) -> None:
+def copy_byte_range(
+    src: Path, offset: int, nbytes: int, dst_fh, buf: bytearray | None = None
+) -> bytearray | None:
     """Copy ``src[offset:offset+nbytes]`` to the current position of the open binary file ``dst_fh``.
 
     Uses the kernel's ``copy_file_range`` (no data through Python) when the filesystems allow it,
-    else read/write through ``buf`` (reused if given).
+    else read/write through ``buf``, allocated only when needed. Returns the buffer for reuse.
     """
     with open(src, "rb", buffering=0) as fin:
         left, pos = nbytes, offset
@@ -571,7 +571,8 @@ def copy_byte_range(src: Path, offset: int, nbytes: int, dst_fh, buf: bytearray 
                 _NO_COPY_FILE_RANGE.add(devs)
         if left:
             fin.seek(pos)
-            buf = buf if buf is not None else bytearray(min(left, _COPY_CHUNK))
+            if buf is None:
+                buf = bytearray(_COPY_CHUNK)
             view = memoryview(buf)
             while left:
                 n = fin.readinto(view[: min(left, len(buf))])
@@ -579,6 +580,7 @@ def copy_byte_range(src: Path, offset: int, nbytes: int, dst_fh, buf: bytearray 
                     raise UserError(f"{src} is truncated")
                 dst_fh.write(view[:n])
                 left -= n
+    return buf
 
 
 def write_safetensors_sharded(

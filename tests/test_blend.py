@@ -219,6 +219,8 @@ def test_output_safety(tiny_base, tiny_llm, tmp_path, capsys):
     assert not (tiny_base / "sub").exists()
     rc, _, err = run(capsys, "--tts", tiny_llm, "--llm", tiny_base, "--output", tmp_path / "x")
     assert rc == 2 and "swap --tts and --llm" in err
+    rc, _, err = run(capsys, "--tts", tiny_base, "--llm", tiny_llm, "--report", tiny_llm / "mri")
+    assert rc == 2 and "inside the --llm checkpoint" in err and not (tiny_llm / "mri").exists()
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")

@@ -108,3 +108,15 @@ def test_runtime_reads_a_sharded_bf16_llm(tiny_base, tiny_llm, tmp_path):
     for layer, _, tn, ln in ffn_names(LAYERS):
         want = src[tn] if layer == 0 else llm[ln].to(torch.float32)
         assert same_bytes(params[tn].detach(), want), tn
+
+
+def test_originals_of_a_bf16_checkpoint_are_kept_compactly_and_restored_exactly(tiny_base, tiny_llm, tmp_path):
+    tts_dir = rewrite_checkpoint(tiny_base, tmp_path / "tts-bf16", dtype=torch.bfloat16)
+    tts = _load(tts_dir)  # float32 parameters holding bf16 values
+    before = _params(tts)
+    apply_blend_to_model(tts.model, tiny_llm, 0.04)
+    originals = blend_state(tts.model)["originals"]
+    assert len(originals) == 6 and all(t.dtype == torch.bfloat16 for t in originals.values())
+    assert restore_ffn(tts.model) == 6
+    now = _params(tts)
+    assert all(same_bytes(now[n], before[n]) for n in before)

@@ -313,6 +313,11 @@ def blend_checkpoint(cfg: BlendConfig, *, log: Callable[[str], None] = _print, p
     if tts_dir == llm_dir:
         raise UserError("--tts and --llm are the same folder")
     out = check_output(cfg.output, {"--tts": tts_dir, "--llm": llm_dir}, cfg.overwrite) if cfg.output else None
+    if cfg.report and cfg.report_dir:
+        rd = Path(cfg.report_dir).expanduser().resolve()
+        for flag, path in (("--tts", tts_dir), ("--llm", llm_dir)):
+            if _is_within(rd, path.resolve()):
+                raise UserError(f"--report {cfg.report_dir} is inside the {flag} checkpoint; write the report elsewhere")
     max_shard = parse_size(cfg.shard_size)
 
     with LazyCheckpoint(tts_dir) as tts, LazyCheckpoint(llm_dir) as llm:
