@@ -355,3 +355,18 @@ def test_lerper_chunks_match_the_formula_in_place_and_out_of_place(dtype):
     assert stats["cosine"] == pytest.approx(float((x * y).sum() / (x.norm() * y.norm())), abs=1e-5)
     with pytest.raises(ValueError, match="shape mismatch"):
         lerper.blend(tts, llm[:, :100].contiguous(), 0.1)
+
+
+def test_sharded_tts_input_mirrored_or_merged(tiny_base, tiny_llm, tmp_path, capsys):
+    tts = rewrite_checkpoint(tiny_base, tmp_path / "tts-sharded", max_shard_bytes=2_000_000)
+    shards = sorted(p.name for p in tts.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    mirrored, single = tmp_path / "mirrored", tmp_path / "single"
+    assert run(capsys, "--tts", tts, "--llm", tiny_llm, "--output", mirrored)[0] == 0
+    assert sorted(p.name for p in mirrored.glob("model-*.safetensors")) == shards
+    assert json.loads((mirrored / INDEX_FILE).read_text())["weight_map"] == \
+        json.loads((tts / INDEX_FILE).read_text())["weight_map"]
+    assert run(capsys, "--tts", tts, "--llm", tiny_llm, "--output", single, "--shard-size", "single")[0] == 0
+    assert (single / "model.safetensors").is_file() and not (single / INDEX_FILE).exists()
+    a, b = load_all(mirrored), load_all(single)
+    assert set(a) == set(b) and all(same_bytes(a[k], b[k]) for k in a)

@@ -171,7 +171,8 @@ class StreamResult:
 def output_layout(
     tts: LazyCheckpoint, max_shard_bytes: int | None
 ) -> tuple[list[TensorSpec], list[list[str]] | None, list[str] | None]:
-    """Tensor specs in on-disk order, plus the input's shard layout when ``max_shard_bytes`` is None."""
+    """Tensor specs in on-disk order and the output layout: the input's files when ``max_shard_bytes``
+    is None, one file when it is 0, else shards of at most that many bytes."""
     specs = [TensorSpec(n, tts.st_dtype(n), tts.shape(n)) for n in tts.keys()]
     if max_shard_bytes is None:
         shards: list[list[str]] = []
@@ -183,7 +184,7 @@ def output_layout(
                 shards.append([])
             shards[-1].append(name)
         return specs, shards, names
-    return specs, [[s.name for s in shard] for shard in plan_shards(specs, max_shard_bytes)], None
+    return specs, [[s.name for s in shard] for shard in plan_shards(specs, max_shard_bytes or None)], None
 
 
 def stream_blend(
@@ -200,7 +201,7 @@ def stream_blend(
     """Write the blended weights of ``plan`` into ``out_dir``, one tensor at a time.
 
     ``max_shard_bytes=None`` keeps the input's files (same names, same tensors per file, same order);
-    otherwise shards of that size plus an index. ``measure`` also records the MRI statistics of every
+    0 writes one ``model.safetensors``; otherwise shards of that size plus an index. ``measure`` also records the MRI statistics of every
     mapped tensor (frozen ones included). ``progress`` is fed byte counts.
     """
     t0 = time.perf_counter()

@@ -351,7 +351,8 @@ def blend_checkpoint(cfg: BlendConfig, *, log: Callable[[str], None] = _print, p
 
         support = _dir_bytes(tts_dir, skip_root_weights=True)
         need = tts.total_bytes + support
-        free = shutil.disk_usage(out.parent if out.parent.exists() else Path.cwd()).free
+        existing = next(p for p in (out, *out.parents) if p.exists())
+        free = shutil.disk_usage(existing).free
         if free < need * 1.02:
             raise UserError(f"not enough disk space for {out}: need {need / 2**30:.2f} GiB, "
                             f"{free / 2**30:.2f} GiB free")
@@ -396,7 +397,7 @@ def _write_output(cfg, plan, tts, llm, tts_dir, llm_dir, out, hasher, meta, sour
         copy_support_files(tts_dir, tmp, exclude=OWN_FILES)
         bar = tqdm(total=tts.total_bytes, desc="blend", unit="B", unit_scale=True, unit_divisor=1024,
                    disable=not progress)
-        result = stream_blend(plan, tts, llm, tmp, metadata=meta, max_shard_bytes=max_shard or None,
+        result = stream_blend(plan, tts, llm, tmp, metadata=meta, max_shard_bytes=max_shard,
                               measure=cfg.report, progress=bar.update)
         bar.close()
         if hasher.is_alive():
