@@ -109,6 +109,10 @@ def _child(args) -> None:
     from qwen_tts_ext.prep import pipeline  # noqa: F401
 
     work = Path(args.work)
+    if args.child == "ours":
+        import shutil
+
+        shutil.rmtree(work / "ours", ignore_errors=True)
     t0 = time.perf_counter()
     if args.child == "official":
         run_official(work / "manifest.jsonl", work / "tiny" / "speech_tokenizer", work / "official.jsonl")

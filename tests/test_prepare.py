@@ -219,6 +219,9 @@ def test_rerun_is_a_no_op_and_a_different_job_is_refused(mixed, prepared, tiny_b
     with pytest.raises(UserError, match="different inputs or settings"):
         prepare(other)
     assert (prepared / "prepare_config.json").stat().st_mtime_ns == before
+    other.overwrite = True  # --overwrite replaces it (atomically)
+    assert prepare(other) == prepared
+    assert json.loads((prepared / "prepare_config.json").read_text())["config"]["max_seconds"] == 20.0
 
 
 # --------------------------------------------------------------------------- speaker encoder

@@ -16,6 +16,7 @@ import torch
 from _prep_helpers import read_jsonl
 from qwen_tts_ext.prep import PrepareConfig, prepare
 from qwen_tts_ext.prep import audio as A
+from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.prep.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,12 +117,32 @@ def tiny_base_tokenizer(tiny_base):
     return Qwen3TTSTokenizer.from_pretrained(str(tiny_base / "speech_tokenizer"))
 
 
-def test_shard_slices_concatenate_to_the_full_dataset(corpus, reference, tiny_base, tmp_path):
-    parts = []
-    for i in range(2):
-        parts += _rows(prepare(PrepareConfig(manifest=str(corpus), model=str(tiny_base), shard=f"{i}/2",
-                                             output=str(tmp_path / f"part{i}"), progress=False)))
+def test_shard_slices_concatenate_and_merge_to_the_full_dataset(corpus, reference, tiny_base, tmp_path):
+    from qwen_tts_ext.prep.speakers import load_speakers
+
+    parts, dirs = [], []
+    for i in (1, 0):  # order of the runs does not matter
+        dirs.append(prepare(PrepareConfig(manifest=str(corpus), model=str(tiny_base), shard=f"{i}/2",
+                                          output=str(tmp_path / f"part{i}"), progress=False)))
+    for d in reversed(dirs):
+        parts += _rows(d)
     assert parts == _rows(reference)
+    assert len(_rows(dirs[0])) == 2 and len(_rows(dirs[1])) == 2
+    # merging the slices gives the unsplit dataset, speaker vectors included (bit for bit)
+    assert main(["--merge", str(dirs[0]), str(dirs[1]), "--output", str(tmp_path / "merged"), "--quiet"]) == 0
+    merged = tmp_path / "merged"
+    assert _rows(merged) == _rows(reference)
+    ref_vec, vec = load_speakers(reference), load_speakers(merged)
+    assert set(vec) == set(ref_vec)
+    for name in vec:
+        np.testing.assert_array_equal(vec[name], ref_vec[name])
+    assert json.loads((merged / "speakers.json").read_text()) == json.loads((reference / "speakers.json").read_text())
+    assert (merged / "train_with_codes.jsonl").read_text() == (reference / "train_with_codes.jsonl").read_text()
+    assert json.loads((merged / "stats.json").read_text())["kept"] == 4
+    with pytest.raises(UserError, match="do not tile"):
+        from qwen_tts_ext.prep.merge import merge_prepared
+
+        merge_prepared([dirs[1], dirs[1]], tmp_path / "bad")
 
 
 def test_dry_run_reports_without_encoding_then_real_run_replaces_it(corpus, tiny_base, tmp_path):

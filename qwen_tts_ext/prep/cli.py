@@ -17,6 +17,7 @@ examples:
   %(prog)s --config configs/prepare.yaml trim=vad max_seconds=20
   %(prog)s --manifest my_audiofolder/ --model BASE --output out --text-column transcription
   %(prog)s ... --shard 0/4     # machine 1 of 4 (0-based); each writes its own --output
+  %(prog)s --merge out0 out1 out2 out3 --output all   # join the slices
   %(prog)s ... --dry-run       # validate every clip, write rejects.jsonl + stats.json only
 
 manifest rows (JSONL/CSV): audio, text, and optional speaker, language, instruct, ref_audio;
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=text)
     for name, text in _BOOL_FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", default=None, help=text)
+    p.add_argument("--merge", nargs="+", metavar="SLICE_DIR", help="instead of preparing: merge the outputs of "
+                   "--shard i/n runs into --output (exact speaker means; manifest order)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="extra settings, e.g. trim=vad max_seconds=20")
     return p
@@ -103,6 +106,15 @@ def _run(args: argparse.Namespace) -> int:
         if "=" not in item:
             raise UserError(f"unexpected argument {item!r}; settings look like key=value (see --help)")
     cfg = load_config(PrepareConfig, args.config, overrides + list(args.overrides))
+    if args.merge:
+        from qwen_tts_ext.prep.merge import merge_prepared
+
+        if not cfg.output:
+            raise UserError("--merge needs --output (the merged folder)")
+        out = merge_prepared(args.merge, cfg.output, overwrite=cfg.overwrite)
+        if cfg.progress:
+            print(out)
+        return 0
     out = prepare(cfg)
     if not cfg.progress:
         return 0

@@ -307,7 +307,8 @@ def _check_existing_output(out: Path, fingerprint: str, cfg: PrepareConfig) -> b
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except ValueError:
             meta = None
-    if meta is not None and meta.get("fingerprint") == fingerprint and not meta.get("dry_run") and not cfg.dry_run:
+    if (meta is not None and meta.get("fingerprint") == fingerprint and not meta.get("dry_run") and not cfg.dry_run
+            and not cfg.overwrite):
         return True
     if cfg.overwrite or (meta is not None and meta.get("dry_run")):
         return False
@@ -476,6 +477,7 @@ def _assemble(cfg: PrepareConfig, out: Path, work: WorkDir, identity: dict, fing
     for i, rec in enumerate(records):
         by_speaker[rec["speaker"]].append(i)
     spk_vectors, spk_clips, spk_sources, similarity = {}, {}, {}, {}
+    clip_vectors: dict[str, np.ndarray] = {}
     for spk, idxs in sorted(by_speaker.items()):
         ref_names = sorted({records[i]["ref_audio"] for i in idxs if records[i]["ref_audio"] in refs})
         if cfg.ref_mode == "ref" and ref_names:
@@ -484,6 +486,7 @@ def _assemble(cfg: PrepareConfig, out: Path, work: WorkDir, identity: dict, fing
             vecs, clips, source = [xvecs[i] for i in idxs], [records[i]["source"] for i in idxs], "clips"
         spk_vectors[spk] = mean_embedding(vecs)
         spk_clips[spk] = clips
+        clip_vectors.update(zip(clips, vecs))
         spk_sources[spk] = source
         sims = sorted((cosine_similarity(xvecs[i], spk_vectors[spk]), records[i]["id"]) for i in idxs)
         similarity[spk] = {"min": round(sims[0][0], 4), "mean": round(float(np.mean([s for s, _ in sims])), 4),
@@ -507,6 +510,14 @@ def _assemble(cfg: PrepareConfig, out: Path, work: WorkDir, identity: dict, fing
                 rec["source"] = rec["audio_path"]
         _save_dataset(tmp / "dataset", records, codes, progress=cfg.progress)
         save_speakers(spk_vectors, spk_clips, tmp, spk_sources)
+        if cfg.shard_index()[1] > 1:  # a slice: keep per-clip vectors so `--merge` reproduces exact means
+            from safetensors.numpy import save_file
+
+            from qwen_tts_ext.prep.merge import CLIP_VECTORS
+
+            save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in clip_vectors.items()},
+                      str(tmp / CLIP_VECTORS))
+            os.chmod(tmp / CLIP_VECTORS, 0o644)
         with open(tmp / "train_with_codes.jsonl", "w", encoding="utf-8") as f:
             for rec, c in zip(records, codes):
                 f.write(json.dumps({
