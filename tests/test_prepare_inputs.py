@@ -210,6 +210,16 @@ def test_output_holding_other_data_is_refused(capsys, tmp_path, corpus, tiny_bas
     assert "different inputs or settings" in err
 
 
+def test_all_rows_rejected_is_an_error_with_the_report(capsys, tmp_path, tiny_base):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"audio": "a.wav", "text": "x"}) + "\n" + json.dumps({"audio": "b.wav", "text": ""}) + "\n")
+    err = _err(capsys, ["--manifest", str(manifest), "--model", str(tiny_base), "--output", str(tmp_path / "o")])
+    assert "no usable clips" in err and "missing_file" in err and "rejects.jsonl" in err
+    assert not (tmp_path / "o").exists()
+    report = Path(err.rsplit("see ", 1)[1])
+    assert sorted(r["reason"] for r in read_jsonl(report)) == ["empty_text", "missing_file"]
+
+
 def test_bad_settings(capsys, tmp_path, corpus, tiny_base):
     base = ["--manifest", str(corpus), "--model", str(tiny_base), "--output", str(tmp_path / "o")]
     assert "0 <= i < n" in _err(capsys, base + ["--shard", "2/2"])

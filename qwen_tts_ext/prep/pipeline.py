@@ -312,6 +312,9 @@ def _check_existing_output(out: Path, fingerprint: str, cfg: PrepareConfig) -> b
         return True
     if cfg.overwrite or (meta is not None and meta.get("dry_run")):
         return False
+    if cfg.dry_run and meta is not None:
+        raise UserError(f"output {out} holds a prepared dataset; give the dry run another --output (it writes "
+                        "rejects.jsonl + stats.json there)")
     if meta is None:
         raise UserError(f"output {out} exists and is not a prepared dataset; choose another --output or pass --overwrite")
     raise UserError(f"output {out} holds a dataset prepared from different inputs or settings; "
