@@ -700,6 +700,48 @@ def sha256_file(path: str | os.PathLike, *, chunk_bytes: int = 16 << 20, progres
     return h.hexdigest()
 
 
+def _hash_cache_file() -> Path | None:
+    if os.environ.get("QWEN_TTS_EXT_HASH_CACHE", "1").lower() in ("0", "false", "no", "off"):
+        return None
+    root = os.environ.get("QWEN_TTS_EXT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "qwen-tts-ext"
+    )
+    return Path(root) / "sha256.json"
+
+
+def sha256_file_cached(path: str | os.PathLike, *, progress=None) -> str:
+    """``sha256_file`` remembered per (real path, size, mtime, inode), so re-blending the same parents
+    (an alpha sweep) does not hash gigabytes again. The cache lives in ``$QWEN_TTS_EXT_CACHE`` (default
+    ``~/.cache/qwen-tts-ext/sha256.json``); ``QWEN_TTS_EXT_HASH_CACHE=0`` turns it off. A Hugging Face
+    cache blob's name is its sha256 and is used directly.
+    """
+    known = hf_cache_sha256(path)
+    if known:
+        return known
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+    cache_file = _hash_cache_file()
+    cache: dict = {}
+    if cache_file is not None and cache_file.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            cache = json.loads(cache_file.read_text(encoding="utf-8"))
+        hit = cache.get(real)
+        if isinstance(hit, dict) and all(hit.get(k) == v for k, v in key.items()) and hit.get("sha256"):
+            return hit["sha256"]
+    digest = sha256_file(real, progress=progress)
+    if cache_file is not None:
+        with contextlib.suppress(OSError, ValueError):
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            if cache_file.is_file():  # merge with entries written meanwhile
+                cache = {**json.loads(cache_file.read_text(encoding="utf-8")), **cache}
+            cache[real] = {**key, "sha256": digest}
+            tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache, indent=1), encoding="utf-8")
+            os.replace(tmp, cache_file)
+    return digest
+
+
 def hf_cache_sha256(path: str | os.PathLike) -> str | None:
     """The sha256 of a Hugging Face cache file, free: LFS blobs are named by it. None otherwise."""
     real = Path(os.path.realpath(path))

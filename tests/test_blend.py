@@ -25,6 +25,12 @@ from qwen_tts_ext.errors import UserError
 LAYERS = 2  # the tiny talker
 
 
+@pytest.fixture(autouse=True)
+def _private_hash_cache(tmp_path_factory, monkeypatch):
+    """Keep the sha256 cache out of the user's ~/.cache."""
+    monkeypatch.setenv("QWEN_TTS_EXT_CACHE", str(tmp_path_factory.mktemp("hash-cache")))
+
+
 @pytest.fixture(scope="module")
 def bf16_pair(tiny_base, tiny_llm, tmp_path_factory):
     """The tiny parents in bf16 (like the released checkpoints), the LLM sharded with an index."""

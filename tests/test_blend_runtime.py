@@ -16,6 +16,12 @@ from qwen_tts_ext.errors import UserError
 LAYERS = 2
 
 
+@pytest.fixture(autouse=True)
+def _private_hash_cache(tmp_path_factory, monkeypatch):
+    """Keep the sha256 cache out of the user's ~/.cache."""
+    monkeypatch.setenv("QWEN_TTS_EXT_CACHE", str(tmp_path_factory.mktemp("hash-cache")))
+
+
 def _load(path):
     from qwen_tts import Qwen3TTSModel
 

@@ -174,3 +174,24 @@ def test_sha256_and_hf_cache_name(tmp_path):
     (tmp_path / "link.safetensors").symlink_to(blobs / digest)
     assert cio.hf_cache_sha256(tmp_path / "link.safetensors") == digest
     assert cio.hf_cache_sha256(f) is None
+
+
+def test_sha256_cache_hits_and_invalidates(tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv("QWEN_TTS_EXT_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "w.safetensors"
+    f.write_bytes(b"a" * 1000)
+    calls = []
+    assert cio.sha256_file_cached(f, progress=calls.append) == hashlib.sha256(b"a" * 1000).hexdigest()
+    assert calls and (tmp_path / "cache" / "sha256.json").is_file()
+    calls.clear()
+    assert cio.sha256_file_cached(f, progress=calls.append) == hashlib.sha256(b"a" * 1000).hexdigest()
+    assert calls == []  # served from the cache
+    f.write_bytes(b"b" * 1001)  # size/mtime change -> hashed again
+    assert cio.sha256_file_cached(f, progress=calls.append) == hashlib.sha256(b"b" * 1001).hexdigest()
+    assert calls
+    monkeypatch.setenv("QWEN_TTS_EXT_HASH_CACHE", "0")
+    monkeypatch.setenv("QWEN_TTS_EXT_CACHE", str(tmp_path / "cache2"))
+    cio.sha256_file_cached(f)
+    assert not (tmp_path / "cache2").exists()

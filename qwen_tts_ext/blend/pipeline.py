@@ -37,7 +37,7 @@ from qwen_tts_ext.checkpoint_io import (
     hf_cache_sha256,
     patch_header_placeholders,
     resolve_checkpoint,
-    sha256_file,
+    sha256_file_cached,
 )
 from qwen_tts_ext.errors import UserError
 
@@ -176,7 +176,9 @@ class SourceHasher(threading.Thread):
             for role, files in self.sources.items():
                 rows = []
                 for f in files:
-                    digest = hf_cache_sha256(f) or (sha256_file(f, progress=self._check) if self.enabled else None)
+                    digest = hf_cache_sha256(f) or (
+                        sha256_file_cached(f, progress=self._check) if self.enabled else None
+                    )
                     rows.append({"file": f.name, "bytes": f.stat().st_size, "sha256": digest})
                 self.result[role] = rows
         except BaseException as exc:  # reported by the caller
