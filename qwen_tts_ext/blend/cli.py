@@ -28,12 +28,12 @@ speech_tokenizer/, generation config) with darwin_blend.json provenance and a RE
 
 EPILOG = """\
 examples:
-  # default 3%% blend
+  # default 3% blend
   python finetuning/darwin_blend.py --tts out/my-voice --llm Qwen/Qwen3-1.7B --output out/my-voice-darwin
   # look first: the plan, and where the parents differ (MRI heat-map)
   python finetuning/darwin_blend.py --tts out/my-voice --llm ~/models/Qwen3-1.7B --dry-run
   python finetuning/darwin_blend.py --tts out/my-voice --llm ~/models/Qwen3-1.7B --report mri/
-  # a gradient from 1%% at the bottom to 5%% at the top, first two layers untouched, gate/up only
+  # a gradient from 1% at the bottom to 5% at the top, first two layers untouched, gate/up only
   python finetuning/darwin_blend.py --tts A --llm B --output C --alpha-per-layer "[0.01, 0.05]" \\
       --freeze-layers 0-1 --tensors gate,up
   # settings from YAML, overridden on the command line
@@ -77,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    from qwen_tts_ext.blend.pipeline import BlendConfig, blend_checkpoint
-
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from qwen_tts_ext.blend.pipeline import BlendConfig, blend_checkpoint  # after --help: imports torch
+
     cfg = load_config(BlendConfig, args.config, args.overrides)
     flags = {
         key: getattr(args, key)
