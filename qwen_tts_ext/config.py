@@ -56,6 +56,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 errors.append(str(exc))
         raise UserError(errors[0] if errors else f"{where}: invalid value {value!r}")
     if origin is typing.Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads bare no/yes/off/on as booleans
+            for word in (("no", "off", "false") if value is False else ("yes", "on", "true")):
+                if word in get_args(tp):
+                    value = word
+                    break
         if value not in get_args(tp):
             raise UserError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
         return value

@@ -48,6 +48,14 @@ def test_bad_keys_and_types_are_user_errors(override, message):
         load_config(Recipe, None, [override])
 
 
+def test_yaml_booleans_map_back_to_literal_words(tmp_path):
+    # `precision: no` in YAML (or precision=no on the command line) is the boolean False to a YAML parser
+    assert load_config(Recipe, None, ["precision=no"]).precision == "no"
+    p = tmp_path / "r.yaml"
+    p.write_text("precision: no\n")
+    assert load_config(Recipe, p).precision == "no"
+
+
 def test_missing_and_invalid_files(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_config(Recipe, tmp_path / "nope.yaml")
