@@ -163,6 +163,25 @@ def test_dry_run_reports_without_encoding_then_real_run_replaces_it(corpus, tiny
     assert (out / "dataset").is_dir() and len(_rows(out)) == 4
 
 
+def test_trim_energy_cuts_edge_silence_in_the_pipeline(corpus, tiny_base, tmp_path):
+    import soundfile as sf
+
+    first = read_jsonl(corpus)[0]
+    wav, sr = sf.read(corpus.parent / first["audio"], dtype="float32")
+    pad = np.zeros(2 * sr, dtype=np.float32)
+    sf.write(tmp_path / "padded.wav", np.concatenate([pad, wav, pad]), sr)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"audio": "padded.wav", "text": first["text"]}) + "\n")
+    raw = _rows(prepare(PrepareConfig(manifest=str(manifest), model=str(tiny_base), output=str(tmp_path / "raw"),
+                                      progress=False)))[0]
+    cut = _rows(prepare(PrepareConfig(manifest=str(manifest), model=str(tiny_base), output=str(tmp_path / "cut"),
+                                      trim="energy", progress=False)))[0]
+    speech = len(wav) / sr
+    assert abs(raw["duration"] - (speech + 4)) < 0.01
+    assert speech - 0.3 < cut["duration"] < speech + 0.25  # edges cut, 0.1 s margins kept
+    assert cut["num_frames"] < raw["num_frames"]
+
+
 # --------------------------------------------------------------------------- top-level errors
 
 
