@@ -115,12 +115,19 @@ def plot_heatmap(report: Mapping[str, Any], png_path: str | Path) -> Path:
         ax.set_yticks(range(0, layers, step), [str(i) for i in range(0, layers, step)], fontsize=7)
         ax.set_ylabel("talker layer")
         if layers * len(projs) <= 160:
+            finite = data[np.isfinite(data)]
+            digits = 3
+            if finite.size:  # enough significant digits that the smallest and largest cells differ
+                spread = float(finite.max() - finite.min())
+                scale = float(np.abs(finite).max()) or 1.0
+                if spread > 0:
+                    digits = int(min(6, max(3, np.ceil(np.log10(scale / spread)) + 2)))
             for i in range(layers):
                 for j in range(len(projs)):
                     if np.isfinite(data[i, j]):
                         shade = im.cmap(im.norm(data[i, j]))
                         dark = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] < 0.5
-                        ax.text(j, i, f"{data[i, j]:.3g}", ha="center", va="center", fontsize=6,
+                        ax.text(j, i, f"{data[i, j]:.{digits}g}", ha="center", va="center", fontsize=6,
                                 color="white" if dark else "black")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     src = report.get("sources", {})
