@@ -59,6 +59,15 @@ for _name, _attr in (("U16", "uint16"), ("U32", "uint32"), ("U64", "uint64")):
 TORCH_TO_ST: dict[torch.dtype, str] = {v: k for k, v in ST_TO_TORCH.items()}
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 
+_HAS_PREADV = hasattr(os, "preadv")
+
+
+def _read_into(fd: int, view: memoryview) -> int:
+    data = os.read(fd, len(view))
+    view[: len(data)] = data
+    return len(data)
+
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _COPY_CHUNK = 16 << 20
 
@@ -275,7 +284,7 @@ class LazyCheckpoint:
     def _fd(self, file: Path) -> int:
         fd = self._fds.get(file)
         if fd is None:
-            fd = self._fds[file] = os.open(file, os.O_RDONLY)
+            fd = self._fds[file] = os.open(file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         return fd
 
     def read_into(self, name: str, out: torch.Tensor) -> torch.Tensor:
@@ -292,7 +301,11 @@ class LazyCheckpoint:
         view = memoryview(out.numpy())[: loc.nbytes]
         fd, done = self._fd(loc.file), 0
         while done < loc.nbytes:
-            n = os.preadv(fd, [view[done:]], loc.offset + done)
+            if _HAS_PREADV:
+                n = os.preadv(fd, [view[done:]], loc.offset + done)
+            else:  # e.g. macOS / Windows: seek + readinto on the same descriptor
+                os.lseek(fd, loc.offset + done, os.SEEK_SET)
+                n = os.readv(fd, [view[done:]]) if hasattr(os, "readv") else _read_into(fd, view[done:])
             if n <= 0:
                 raise UserError(f"{loc.file} is truncated (reading {name})")
             done += n

@@ -195,3 +195,13 @@ def test_sha256_cache_hits_and_invalidates(tmp_path, monkeypatch):
     monkeypatch.setenv("QWEN_TTS_EXT_CACHE", str(tmp_path / "cache2"))
     cio.sha256_file_cached(f)
     assert not (tmp_path / "cache2").exists()
+
+
+def test_read_into_without_preadv(tmp_path, monkeypatch):
+    ts = _tensors(4)
+    cio.write_safetensors_sharded(ts, tmp_path)
+    monkeypatch.setattr(cio, "_HAS_PREADV", False)
+    with cio.LazyCheckpoint(tmp_path) as ck:
+        buf = torch.empty(4096, dtype=torch.uint8)
+        for k, t in ts.items():
+            assert torch.equal(ck.read_into(k, buf), t)
