@@ -126,3 +126,17 @@ def test_originals_of_a_bf16_checkpoint_are_kept_compactly_and_restored_exactly(
     assert restore_ffn(tts.model) == 6
     now = _params(tts)
     assert all(same_bytes(now[n], before[n]) for n in before)
+
+
+def test_blended_custom_voice_keeps_its_speakers(tiny_custom_voice, tiny_llm, tmp_path, capsys):
+    out = tmp_path / "cv-darwin"
+    assert main(["--tts", str(tiny_custom_voice), "--llm", str(tiny_llm), "--output", str(out)]) == 0
+    capsys.readouterr()
+    tts = _load(out)
+    assert tts.get_supported_speakers() == ["ryan", "vivian"]
+    src, got = load_all(tiny_custom_voice), load_all(out)
+    emb = "talker.model.codec_embedding.weight"
+    assert same_bytes(got[emb], src[emb])  # speaker rows untouched
+    torch.manual_seed(0)
+    wavs, sr = tts.generate_custom_voice(text="Hi.", language="English", speaker="Vivian", max_new_tokens=8)
+    assert sr == C.SAMPLE_RATE and wavs[0].size > 0 and np.isfinite(wavs[0]).all()
