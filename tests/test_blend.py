@@ -233,6 +233,9 @@ def test_output_safety(tiny_base, tiny_llm, tmp_path, capsys):
     rc, _, err = run(capsys, "--tts", tiny_base, "--llm", tiny_llm, "--output", out)
     assert rc == 2 and "--overwrite" in err and (out / "keep.txt").read_text() == "mine"
     rc, _, err = run(capsys, "--tts", tiny_base, "--llm", tiny_llm, "--output", out, "--overwrite")
+    assert rc == 2 and "not a checkpoint folder" in err and (out / "keep.txt").is_file()
+    (out / "config.json").write_text("{}")  # a previous output may be replaced
+    rc, _, err = run(capsys, "--tts", tiny_base, "--llm", tiny_llm, "--output", out, "--overwrite")
     assert rc == 0, err
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

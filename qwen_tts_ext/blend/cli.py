@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the MRI report (mri.json + mri.png heat-map) into DIR (default: the output "
                    "folder); without --output, only the report is computed")
     p.add_argument("--dry-run", action="store_true", default=None, help="print the plan and write nothing")
-    p.add_argument("--overwrite", action="store_true", default=None, help="replace a non-empty --output")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --output that holds a previous checkpoint")
     p.add_argument("--shard-size", metavar="SIZE",
                    help="'input' (default: the TTS checkpoint's own files), 'single', or e.g. 2GB")
     p.add_argument("--no-hash", dest="hash_sources", action="store_false", default=None,

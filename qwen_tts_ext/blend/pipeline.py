@@ -123,8 +123,12 @@ def check_output(output: str, inputs: dict[str, Path], overwrite: bool) -> Path:
             raise UserError(f"--output {output} is inside the {flag} checkpoint; choose a folder outside it")
     if out.exists() and not out.is_dir():
         raise UserError(f"--output {output} is a file; choose a folder path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"--output {output} exists and is not empty; pass --overwrite to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"--output {output} exists and is not empty; pass --overwrite to replace it")
+        if not (out / "config.json").is_file():
+            raise UserError(f"--output {output} is not a checkpoint folder (no config.json); --overwrite only "
+                            "replaces a previous output, so choose a new folder")
     return out
 
 
