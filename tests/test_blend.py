@@ -379,3 +379,19 @@ def test_sharded_tts_input_mirrored_or_merged(tiny_base, tiny_llm, tmp_path, cap
     assert (single / "model.safetensors").is_file() and not (single / INDEX_FILE).exists()
     a, b = load_all(mirrored), load_all(single)
     assert set(a) == set(b) and all(same_bytes(a[k], b[k]) for k in a)
+
+
+def test_shipped_config_loads_and_matches_the_defaults():
+    from pathlib import Path
+
+    from qwen_tts_ext.blend.pipeline import BlendConfig
+    from qwen_tts_ext.config import load_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "blend.yaml"
+    cfg = load_config(BlendConfig, path)
+    defaults = BlendConfig()
+    assert cfg.alpha == defaults.alpha == 0.03 and cfg.tensors == defaults.tensors
+    assert cfg.shard_size == defaults.shard_size and cfg.hash_sources and not cfg.overwrite
+    assert cfg.llm == "Qwen/Qwen3-1.7B"
+    with pytest.raises(UserError, match="pass --tts"):
+        cfg.check()
