@@ -145,7 +145,7 @@ def run(out: Path, steps: int) -> int:
 
         _run_cli(main, blend_cmd)
         prov = json.loads((blended / "darwin_blend.json").read_text())
-        return {"output": str(blended), "tensors_blended": len(prov["alpha_per_tensor"]), "formula": prov["formula"]}
+        return {"output": str(blended), "tensors_blended": prov["tensors"]["blended"], "formula": prov["formula"]}
 
     d.stage("6. Darwin FFN blend (alpha 0.03)", ["python", "finetuning/darwin_blend.py", *blend_cmd], blend)
 

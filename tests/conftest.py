@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("QWEN_TTS_EXT_HASH_CACHE", "0")  # blends in tests must not write ~/.cache
 warnings.filterwarnings("ignore", message=".*flash-attn.*")
 
 
