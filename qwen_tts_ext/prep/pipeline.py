@@ -371,14 +371,38 @@ def _process_shards(cfg: PrepareConfig, plans: list[RowPlan], work: WorkDir, mod
             lengths = [len(w) for w in padded]
             for batch in plan_batches(lengths, cfg.batch_seconds, cfg.max_batch, quantum=LENGTH_QUANTUM):
                 pad_to = round_up(max(lengths[i] for i in batch), LENGTH_QUANTUM)
-                for i, c in zip(batch, encode_batch(models.tokenizer, [padded[i] for i in batch], pad_to)):
+                try:
+                    batch_codes = encode_batch(models.tokenizer, [padded[i] for i in batch], pad_to)
+                except (RuntimeError, ValueError) as exc:  # one odd clip must not stop the run: retry alone
+                    if len(batch) == 1:
+                        batch_codes = [A.Rejected("encode_failed", f"speech tokenizer failed: {exc}")]
+                    else:
+                        batch_codes = []
+                        for i in batch:
+                            try:
+                                batch_codes += encode_batch(models.tokenizer, [padded[i]])
+                            except (RuntimeError, ValueError) as exc1:
+                                batch_codes.append(A.Rejected("encode_failed", f"speech tokenizer failed: {exc1}"))
+                for i, c in zip(batch, batch_codes):
                     codes[i] = c
                 bar.update(len(batch))
+                bar.set_postfix(kept=kept_total + len(batch), rejected=rejected_total, refresh=False)
                 kept_total += len(batch)
-                bar.set_postfix(kept=kept_total, rejected=rejected_total, refresh=False)
             audio_files = {}
             for r, c in zip(good, codes):
                 row = r.plan.row
+                try:
+                    if isinstance(c, A.Rejected):
+                        raise c
+                    try:
+                        xvec = models.speaker_encoder.embed(r.wav)
+                    except (RuntimeError, ValueError) as exc:
+                        raise A.Rejected("embed_failed", f"speaker encoder failed: {exc}") from None
+                except A.Rejected as rej:
+                    data.rejects.append(_reject_entry(r.plan, rej))
+                    kept_total -= 1
+                    rejected_total += 1
+                    continue
                 audio_path = row.audio_path
                 if not isinstance(row.audio, str):  # embedded bytes: keep the prepared 24 kHz audio
                     name = f"row{row.row:07d}.flac"
@@ -393,12 +417,18 @@ def _process_shards(cfg: PrepareConfig, plans: list[RowPlan], work: WorkDir, mod
                     "source": row.audio_path, "line": row.line,
                 })
                 data.codes.append(c)
-                data.xvectors.append(models.speaker_encoder.embed(r.wav))
+                data.xvectors.append(xvec)
                 timing.processed_seconds += len(r.wav) / SAMPLE_RATE
                 if r.ref_reject is not None:
                     data.ref_rejects.append(_reject_entry(r.plan, r.ref_reject, kind="ref_audio", path=row.ref_path))
                 elif r.ref_wav is not None and row.ref_path not in data.refs:
-                    data.refs[row.ref_path] = models.speaker_encoder.embed(r.ref_wav)
+                    try:
+                        data.refs[row.ref_path] = models.speaker_encoder.embed(r.ref_wav)
+                    except (RuntimeError, ValueError) as exc:
+                        data.ref_rejects.append(_reject_entry(
+                            r.plan, A.Rejected("embed_failed", f"speaker encoder failed: {exc}"), kind="ref_audio",
+                            path=row.ref_path))
+            data.rejects.sort(key=lambda e: e["row"])
             timing.processed_rows += len(results)
             work.write_shard(k, data, audio_files)
             if delay:
