@@ -51,11 +51,10 @@ the bytes autograd really saves (``saved_tensors_hooks``) for small models on CP
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
