@@ -182,6 +182,21 @@ def test_trim_energy_cuts_edge_silence_in_the_pipeline(corpus, tiny_base, tmp_pa
     assert cut["num_frames"] < raw["num_frames"]
 
 
+def test_clip_too_short_for_the_models_is_rejected_not_fatal(tmp_path, tiny_base):
+    import soundfile as sf
+
+    t = np.arange(24000) / 24000
+    sf.write(tmp_path / "blip.wav", (0.3 * np.sin(2 * np.pi * 300 * t[:480])).astype(np.float32), 24000)
+    sf.write(tmp_path / "tone.wav", (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 24000)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"audio": "blip.wav", "text": "blip"}) + "\n"
+                        + json.dumps({"audio": "tone.wav", "text": "tone"}) + "\n")
+    out = prepare(PrepareConfig(manifest=str(manifest), model=str(tiny_base), output=str(tmp_path / "o"),
+                                min_seconds=0.0, progress=False))
+    assert [r["reason"] for r in read_jsonl(out / "rejects.jsonl")] == ["embed_failed"]
+    assert [r["text"] for r in _rows(out)] == ["tone"]
+
+
 # --------------------------------------------------------------------------- top-level errors
 
 

@@ -91,3 +91,36 @@ def test_second_run_on_same_output_is_refused_while_first_holds_lock(tmp_path, t
             WorkDir(work_dir_for(out), "x", 1).open()
     finally:
         holder.close()
+
+
+def test_ctrl_c_exits_130_keeps_finished_shards_and_rerun_resumes(tmp_path, tiny_base):
+    from qwen_tts_ext.testing.speech import make_corpus
+
+    manifest = make_corpus(tmp_path / "corpus", speakers=("alice",), clips_per_speaker=4)
+    out = tmp_path / "out"
+    work = work_dir_for(out)
+    cmd = [sys.executable, str(REPO / "finetuning/prepare_data.py"), "--manifest", str(manifest), "--model",
+           str(tiny_base), "--output", str(out), "--shard-size", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, **{SHARD_DELAY_ENV: "0.5"}), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if (work / "shards").exists() and len(list((work / "shards").glob("shard-*"))) >= 1:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+    assert not out.exists()
+    done = len(list((work / "shards").glob("shard-*")))
+    assert 1 <= done < 4
+    prepare(PrepareConfig(manifest=str(manifest), model=str(tiny_base), output=str(out), shard_size=1,
+                          progress=False))
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["kept"] == 4 and stats["this_run"]["rows_processed"] == 4 - done
+    assert not work.exists()  # the work folder is removed after success
