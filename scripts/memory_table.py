@@ -447,8 +447,8 @@ def mode_legend() -> str:
         "full_text": "`train.freeze_text_embedding=false`",
         "full_talker": "`train.train_code_predictor=false`",
         "full_gc": "`train.gradient_checkpointing=true`",
-        "bf16": "`train.pure_bf16=true \"train.precision='no'\"` (quoted: YAML reads a bare `no` as false)",
-        "bf16_gc": "`train.pure_bf16=true \"train.precision='no'\" train.gradient_checkpointing=true`",
+        "bf16": "`train.pure_bf16=true train.precision=no`",
+        "bf16_gc": "`train.pure_bf16=true train.precision=no train.gradient_checkpointing=true`",
         "lora": "LoRA rank 16 (see the README's LoRA section for the switch)",
         "lora_gc": "LoRA rank 16 + `train.gradient_checkpointing=true`",
     }
