@@ -351,6 +351,7 @@ def _process_shards(cfg: PrepareConfig, plans: list[RowPlan], work: WorkDir, mod
 
     kept_total = 0
     rejected_total = 0
+    encoded_s = 0.0  # audio seconds encoded by this run (progress bar)
     try:
         pending = {todo[0]: submit(todo[0])} if todo else {}
         for pos, k in enumerate(todo):
@@ -386,7 +387,9 @@ def _process_shards(cfg: PrepareConfig, plans: list[RowPlan], work: WorkDir, mod
                 for i, c in zip(batch, batch_codes):
                     codes[i] = c
                 bar.update(len(batch))
-                bar.set_postfix(kept=kept_total + len(batch), rejected=rejected_total, refresh=False)
+                encoded_s += sum(lengths[i] for i in batch) / SAMPLE_RATE
+                bar.set_postfix(kept=kept_total + len(batch), rejected=rejected_total,
+                                audio_h=f"{encoded_s / 3600:.2f}", refresh=False)
                 kept_total += len(batch)
             audio_files = {}
             for r, c in zip(good, codes):
@@ -667,7 +670,8 @@ def _stats(cfg, records, rejects, ref_rejects, total_rows, timing: _Timing, simi
         "speaker_similarity": similarity or {},
         "this_run": {"rows_processed": timing.processed_rows, "audio_seconds_encoded": round(timing.processed_seconds, 3),
                      "elapsed_seconds": round(elapsed, 3),
-                     "clips_per_second": round(timing.processed_rows / elapsed, 3) if elapsed > 0 else None},
+                     "clips_per_second": round(timing.processed_rows / elapsed, 3) if elapsed > 0 else None,
+                     "audio_seconds_per_second": round(timing.processed_seconds / elapsed, 3) if elapsed > 0 else None},
     }
 
 
@@ -677,7 +681,7 @@ def _summary(out: Path, stats: dict) -> str:
         lines.append("  rejected: " + ", ".join(f"{k} {v}" for k, v in stats["rejected_by_reason"].items())
                      + f"  (details: {out / 'rejects.jsonl'})")
     if stats["warnings"]["clipping"]:
-        lines.append(f"  warning: {stats['warnings']['clipping']} clips clip (see stats.json clipping_clips)")
+        lines.append(f"  warning: {stats['warnings']['clipping']} clip(s) are clipped (kept; see stats.json clipping_clips)")
     lines.append("  speakers: " + ", ".join(f"{k} ({v['clips']})" for k, v in stats["speakers"].items()))
     return "\n".join(lines)
 
