@@ -14,7 +14,8 @@ Columns (GB = 1e9 bytes):
 - ``weights``: the stored model, all parameters (speaker encoder and frozen ones included), in the
   storage dtype of the mode. In the default mode these float32 weights ARE the master weights (no
   separate copy, unlike fp16 recipes); pure bf16 keeps no master copy (small updates round away);
-  LoRA keeps a bf16 base and float32 adapters, which are their own master.
+  LoRA (``train.lora_rank``, peft) adds adapters in the base's dtype (float32, or bf16 with
+  ``train.pure_bf16``); the speaker rows are written at export, not trained.
 - ``autocast``: bf16 copies of the Linear weights that autocast makes in the forward pass and
   autograd keeps until backward (bf16-autocast modes only).
 - ``grads``: one gradient per trained parameter (float32, bf16 in pure bf16).
@@ -298,7 +299,7 @@ class Mode:
     key: str
     label: str
     weight_dtype_bytes: int = 4  # storage of the (base) weights
-    autocast: bool = True  # bf16 autocast over float32 (or LoRA-bf16-base) weights
+    autocast: bool = True  # bf16 autocast over float32 weights
     grad_bytes: int = 4
     adam_bytes: int = 8  # m + v per trained parameter
     checkpointing: bool = False
@@ -317,8 +318,11 @@ MODES = (
          adam_bytes=4),
     Mode("bf16_gc", "pure bf16 + gradient checkpointing", weight_dtype_bytes=2, autocast=False, grad_bytes=2,
          adam_bytes=4, checkpointing=True),
-    Mode("lora", "LoRA r16 talker attn+MLP, bf16 base", weight_dtype_bytes=2, lora_rank=16),
-    Mode("lora_gc", "LoRA r16 + gradient checkpointing", weight_dtype_bytes=2, lora_rank=16, checkpointing=True),
+    Mode("lora", "LoRA r16 talker attn+MLP, fp32 base + bf16 autocast", lora_rank=16),
+    Mode("lora_bf16", "LoRA r16, pure bf16", weight_dtype_bytes=2, autocast=False, grad_bytes=2, adam_bytes=4,
+         lora_rank=16),
+    Mode("lora_bf16_gc", "LoRA r16, pure bf16 + gradient checkpointing", weight_dtype_bytes=2, autocast=False,
+         grad_bytes=2, adam_bytes=4, lora_rank=16, checkpointing=True),
 )
 
 
@@ -345,9 +349,8 @@ class Row:
 
 def trained_params(c: Counts, mode: Mode) -> int:
     """Parameters the optimizer updates in this mode (the speaker encoder never trains: vectors come from prep)."""
-    if mode.lora_rank:
-        # adapters + the codec embedding (its speaker rows train; counted as a full float32 trainable copy)
-        n = c.lora_talker[mode.lora_rank] + c.parts["talker.codec_embedding"]
+    if mode.lora_rank:  # adapters only: the locked speaker vectors are written into their rows at export
+        n = c.lora_talker[mode.lora_rank]
         if mode.lora_code_predictor:
             n += c.lora_code_predictor[mode.lora_rank]
         return n
@@ -361,16 +364,14 @@ def trained_params(c: Counts, mode: Mode) -> int:
 
 def make_row(name: str, d: Dims, c: Counts, mode: Mode, frames: int) -> Row:
     trained = trained_params(c, mode)
-    if mode.lora_rank:
-        adapters = trained - c.parts["talker.codec_embedding"]
-        weights = c.total * mode.weight_dtype_bytes + trained * 4  # bf16 base + fp32 adapters/codec copy
-        autocast = 2 * adapters  # the base is already bf16: only the adapters are cast
-    else:
-        weights = c.total * mode.weight_dtype_bytes
-        autocast = 2 * c.forward_linear if mode.autocast else 0
+    weights = c.total * mode.weight_dtype_bytes
+    autocast = 2 * c.forward_linear if mode.autocast else 0
+    grads, adam = trained * mode.grad_bytes, trained * mode.adam_bytes
+    if mode.lora_rank:  # peft's inject_adapter_in_model creates the adapters in the base dtype
+        weights += trained * mode.weight_dtype_bytes
+        autocast += 2 * trained if mode.autocast else 0
     act = activation_bytes(d, frames, autocast=mode.autocast, checkpointing=mode.checkpointing)["total"]
-    return Row(name, mode, c.total, trained, weights, autocast, trained * mode.grad_bytes,
-               trained * mode.adam_bytes, act)
+    return Row(name, mode, c.total, trained, weights, autocast, grads, adam, act)
 
 
 def table_rows(frames: int = 1000, models: dict[str, Dims] | None = None) -> tuple[list[Row], dict[str, Counts]]:
@@ -449,8 +450,9 @@ def mode_legend() -> str:
         "full_gc": "`train.gradient_checkpointing=true`",
         "bf16": "`train.pure_bf16=true train.precision=no`",
         "bf16_gc": "`train.pure_bf16=true train.precision=no train.gradient_checkpointing=true`",
-        "lora": "LoRA rank 16 (see the README's LoRA section for the switch)",
-        "lora_gc": "LoRA rank 16 + `train.gradient_checkpointing=true`",
+        "lora": "`train.lora_rank=16`",
+        "lora_bf16": "`train.lora_rank=16 train.pure_bf16=true train.precision=no`",
+        "lora_bf16_gc": "`train.lora_rank=16 train.pure_bf16=true train.precision=no train.gradient_checkpointing=true`",
     }
     return "".join(f"| `{m.key}` | {m.label} | {switches[m.key]} |\n" for m in MODES)
 
@@ -486,7 +488,8 @@ def render_doc(rows: list[Row], counts: dict[str, Counts], frames: int) -> str:
           + ", ".join(f"{_m(c.lora_talker[16])} ({n})" for n, c in counts.items())
           + " adapter parameters; on the code predictor's too: +"
           + ", ".join(f"{_m(c.lora_code_predictor[16])} ({n})" for n, c in counts.items())
-          + ". The LoRA rows count the codec embedding (where the speaker rows live) as trained in float32.\n\n"
+          + " (`train.lora_code_predictor=true`). LoRA trains the adapters only: the speaker rows are written "
+          "from the locked speaker vectors at export.\n\n"
         f"## Activations for {frames:,} frames, GB\n\n"
         + activation_table(frames)
         + "\nThe code predictor runs a 16-position sequence per frame through its 5 layers, so per frame it "

@@ -80,8 +80,11 @@ def test_table_columns_add_up(mt):
         assert full.weights == 4 * c.total and full.grads == 4 * full.trained and full.adam == 8 * full.trained
         assert by[model, "bf16"].weights == 2 * c.total and by[model, "bf16"].autocast == 0
         assert by[model, "full_gc"].activations < full.activations / 3
-        assert by[model, "lora"].trained < 0.03 * c.total
-        assert by[model, "lora_gc"].total < by[model, "bf16_gc"].total < full.total
+        lora = by[model, "lora"]
+        assert lora.trained == c.lora_talker[16] < 0.03 * c.total
+        assert lora.grads == 4 * lora.trained and lora.adam == 8 * lora.trained
+        assert lora.weights == 4 * (c.total + lora.trained) and lora.activations == full.activations
+        assert by[model, "lora_bf16_gc"].total < by[model, "bf16_gc"].total < full.total
     # activations are linear in the frames of the micro-batch
     rows2, _ = mt.table_rows(2000)
     assert rows2[0].activations == pytest.approx(2 * rows[0].activations)
