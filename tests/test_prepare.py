@@ -207,21 +207,26 @@ def test_upstream_jsonl_matches_dataset(prepared):
     assert cfg["fingerprint"] and cfg["identity"]["tokenizer"]["weights"]["size"] > 0
 
 
-def test_rerun_is_a_no_op_and_a_different_job_is_refused(mixed, prepared, tiny_base):
+def test_rerun_is_a_no_op_and_a_different_job_is_refused(mixed, prepared, tiny_base, tmp_path):
+    import shutil
+
     manifest, _ = mixed
-    before = (prepared / "prepare_config.json").stat().st_mtime_ns
-    same = PrepareConfig(manifest=str(manifest), model=str(tiny_base), output=str(prepared), max_seconds=MAX_SECONDS,
+    copy = tmp_path / "copy"  # work on a copy: other tests read `prepared`
+    shutil.copytree(prepared, copy)
+    before = (copy / "prepare_config.json").stat().st_mtime_ns
+    same = PrepareConfig(manifest=str(manifest), model=str(tiny_base), output=str(copy), max_seconds=MAX_SECONDS,
                          shard_size=5, num_workers=1, progress=False)  # compute-only settings may differ
-    assert prepare(same) == prepared
-    assert (prepared / "prepare_config.json").stat().st_mtime_ns == before
-    other = PrepareConfig(manifest=str(manifest), model=str(tiny_base), output=str(prepared), max_seconds=20.0,
+    assert prepare(same) == copy
+    assert (copy / "prepare_config.json").stat().st_mtime_ns == before
+    other = PrepareConfig(manifest=str(manifest), model=str(tiny_base), output=str(copy), max_seconds=20.0,
                           progress=False)
     with pytest.raises(UserError, match="different inputs or settings"):
         prepare(other)
-    assert (prepared / "prepare_config.json").stat().st_mtime_ns == before
+    assert (copy / "prepare_config.json").stat().st_mtime_ns == before
     other.overwrite = True  # --overwrite replaces it (atomically)
-    assert prepare(other) == prepared
-    assert json.loads((prepared / "prepare_config.json").read_text())["config"]["max_seconds"] == 20.0
+    assert prepare(other) == copy
+    assert json.loads((copy / "prepare_config.json").read_text())["config"]["max_seconds"] == 20.0
+    assert json.loads((copy / "stats.json").read_text())["kept"] == 6  # the 9.5 s clip is no longer too long
 
 
 # --------------------------------------------------------------------------- speaker encoder
