@@ -151,18 +151,18 @@ class Recorder:
     """Per-micro-batch (time, frames, real positions, slots) and per-optimizer-step times."""
 
     def __init__(self):
-        import torch
+        from torch.optim.optimizer import register_optimizer_step_post_hook
 
         self.micro: list[tuple[float, int, int, int]] = []
         self.steps: list[float] = []
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-
         register_optimizer_step_post_hook(lambda *a, **k: self.steps.append(time.perf_counter()))
 
     def batch(self, frames: int, real: int, slots: int) -> None:
         self.micro.append((time.perf_counter(), frames, real, slots))
 
     def result(self, name: str, wall: float, **extra) -> dict:
+        import torch
+
         n = len(self.steps)
         steady_frames = sum(m[1] for m in self.micro[1:n])  # micro-batches 2..N (one per step)
         return {
@@ -171,10 +171,12 @@ class Recorder:
             "frames_steady": steady_frames,
             "time_steady": (self.steps[-1] - self.steps[0]) if n > 1 else float("nan"),
             "steps_steady": n - 1,
+            # input pipeline: from the end of step k-1 to the start of micro-batch k's compute
+            "data_wait": sum(self.micro[k][0] - self.steps[k - 1] for k in range(1, min(n, len(self.micro)))),
             "real_positions": sum(m[2] for m in self.micro), "slots": sum(m[3] for m in self.micro),
             "wall": wall,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-            "threads": __import__("torch").get_num_threads(),
+            "threads": torch.get_num_threads(),
             "rank": int(os.environ.get("RANK", "0")), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
             **extra,
         }
@@ -384,6 +386,7 @@ def merge(parts: list[dict]) -> dict:
     for k in ("frames_total", "frames_steady", "real_positions", "slots", "micro_batches"):
         m[k] = sum(p[k] for p in parts)
     m["time_steady"] = max(p["time_steady"] for p in parts)
+    m["data_wait"] = max(p["data_wait"] for p in parts)
     m["wall"] = max(p["wall"] for p in parts)
     m["peak_rss_mb"] = sum(p["peak_rss_mb"] for p in parts)
     m["peak_rss_mb_per_process"] = [round(p["peak_rss_mb"], 1) for p in parts]
@@ -394,7 +397,8 @@ def merge(parts: list[dict]) -> dict:
 def metrics(r: dict) -> dict:
     t = r["time_steady"]
     return {"frames_s": r["frames_steady"] / t, "steps_s": r["steps_steady"] / t,
-            "padding": r["real_positions"] / max(1, r["slots"]), "rss": r["peak_rss_mb"]}
+            "padding": r["real_positions"] / max(1, r["slots"]), "rss": r["peak_rss_mb"],
+            "data_ms": 1000 * r["data_wait"] / max(1, r["steps_steady"])}
 
 
 def machine() -> dict:
@@ -418,7 +422,8 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-def render(results: dict, failures: dict, commands: dict, mach: dict, args, load: tuple, corpus: dict) -> str:
+def render(results: dict, failures: dict, commands: dict, mach: dict, args, load: tuple, corpus: dict,
+           runs: dict | None = None) -> str:
     start, end = markers(args)
     title = "## Training loop: ours vs the official recipe (scripts/bench_train.py)"
     if start != START:
@@ -437,19 +442,24 @@ def render(results: dict, failures: dict, commands: dict, mach: dict, args, load
              f"CPU float32, {args.threads or 'default'} torch thread(s) per process, batch size {args.batch_size}, "
              f"{args.steps} optimizer steps, no gradient accumulation. "
              "Throughput counts steps 2..N (first-to-last optimizer step); padding efficiency = real positions / "
-             "padded slots over all batches; peak RSS is each process's own maximum (summed over processes).", "",
-             "| run | processes | frames/s | steps/s | padding efficiency | peak RSS (MB) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "padded slots over all batches; input pipeline = time from the end of one optimizer step to the start of the "
+             "next batch's compute (loading, tokenizing, collating); peak RSS is each process's own maximum (summed over "
+             "processes).", "",
+             "| run | processes | frames/s | steps/s | padding efficiency | input pipeline (ms/step) | peak RSS (MB) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for key, label in (("ours", "ours (qwen_tts_ext.train.loop)"), ("official", "official loop, CPU port"),
                        ("ours_2proc", "ours, 2 processes (accelerate, gloo)")):
         if key in results:
             r = results[key]
             m = metrics(r)
             lines.append(f"| {label} | {r['processes']} | {m['frames_s']:.1f} | {m['steps_s']:.2f} | "
-                         f"{m['padding'] * 100:.1f}% | {m['rss']:.0f} |")
+                         f"{m['padding'] * 100:.1f}% | {m['data_ms']:.0f} | {m['rss']:.0f} |")
         elif key in failures:
-            lines.append(f"| {label} | - | failed | - | - | - |")
+            lines.append(f"| {label} | - | failed | - | - | - | - |")
     lines.append("")
+    if runs:
+        lines += ["Every run, frames/s (in run order): " + "; ".join(
+            f"{k} " + ", ".join(f"{v:.1f}" for v in vals) for k, vals in runs.items()) + ".", ""]
     if "ours" in results and "official" in results:
         a, b = metrics(results["ours"]), metrics(results["official"])
         lines.append(f"**Ours / official: {a['frames_s'] / b['frames_s']:.2f}x frames/s** "
@@ -534,6 +544,7 @@ def orchestrate(args) -> int:
     best: dict[str, dict] = {}
     failures: dict[str, str] = {}
     commands: dict[str, str] = {}
+    runs: dict[str, list[float]] = {}
     for key, procs, rep in tqdm(plan, desc="bench runs", unit="run"):
         kind = "ours" if key.startswith("ours") else "official"
         res, cmd, err = launch(kind, paths, args, work, f"{key}-{rep}", procs)
@@ -543,13 +554,14 @@ def orchestrate(args) -> int:
             log(f"{key} (run {rep + 1}) failed:\n{err}")
             continue
         m = metrics(res)
+        runs.setdefault(key, []).append(m["frames_s"])
         log(f"{key} run {rep + 1}: {m['frames_s']:.1f} frames/s, {m['steps_s']:.2f} steps/s, "
-            f"padding {m['padding'] * 100:.1f}%, peak RSS {m['rss']:.0f} MB")
+            f"padding {m['padding'] * 100:.1f}%, input {m['data_ms']:.0f} ms/step, peak RSS {m['rss']:.0f} MB")
         if key not in best or metrics(best[key])["frames_s"] < m["frames_s"]:
             best[key] = res
         failures.pop(key, None)
     load1 = os.getloadavg()[0]
-    section = render(best, failures, commands, machine(), args, (load0, load1), corpus)
+    section = render(best, failures, commands, machine(), args, (load0, load1), corpus, runs)
     print()
     start, end = markers(args)
     print(section.replace(start + "\n", "").replace(end + "\n", ""))
