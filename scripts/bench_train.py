@@ -478,9 +478,10 @@ def render(results: dict, failures: dict, commands: dict, mach: dict, args, load
     lines += ["", "Where the time goes: both loops run the same talker and code-predictor compute per frame; "
               "bucketing only removes padded talker positions, and the official loop's extra per-step work "
               "(librosa + mel + speaker encoder) uses the factory's small ECAPA-TDNN (channels 32-96 instead of "
-              "the released 512-1536). With a small talker the code predictor (16 positions per frame, 15 heads "
-              "over 2048 codes) is most of the work and runs on frames only, so the two loops come out close; "
-              "the padding saving grows with the talker's share (`--hidden 512 --intermediate 1536 --layers 6`).",
+              "the released 512-1536). In these small models the code predictor (16 positions per frame, 15 heads "
+              "over 2048 codes) is a large share of the work and runs on frames only, so bucketing's saving is "
+              "bounded by the talker's share; `--hidden/--intermediate/--layers` change that share. Throughput on "
+              "2 shared cores is noisy: compare the runs listed above.",
               "", "What differs (all measured in the same run on the same prepared data):", "",
               "- the official loop tokenizes every transcript, re-reads the reference audio with librosa and computes "
               "its mel spectrogram in `__getitem__`, and runs the speaker encoder in every step; ours reads the "
