@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo) under `accelerate launch` train like one process with the same global batch."""
+"""Two CPU processes (gloo) under `accelerate launch --multi_gpu` train like one process with the same global batch."""
 
 from __future__ import annotations
 
@@ -28,11 +28,15 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, ti
     subprocess.run([sys.executable, script, *tiny_recipe(tiny_base, prep, one, *steps, "train.batch_size=2")],
                    check=True, env=env, capture_output=True)
     two = tmp_path / "two"
-    r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", script,
+    # On a GPU-less machine `--multi_gpu` gives MULTI_CPU (gloo); `--cpu --num_processes 2` would start ONE process.
+    r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                        "--main_process_port", "29517", script,
                         *tiny_recipe(tiny_base, prep, two, *steps, "train.batch_size=1")],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary["num_processes"] == 2, summary
     a, b = _losses(one), _losses(two)
     assert len(a) == len(b) == 8  # the main process alone writes metrics: one line per step
     assert b[-1] < b[0] - 0.5  # it learns

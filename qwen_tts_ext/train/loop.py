@@ -327,7 +327,8 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
                 export(f"export-epoch-{state.epoch - 1}")
     bar.close()
 
-    summary = {"global_step": state.global_step, **{f"final_{k}": v for k, v in last.items()}}
+    summary = {"global_step": state.global_step, "num_processes": accelerator.num_processes,
+               "distributed_type": str(accelerator.distributed_type), **{f"final_{k}": v for k, v in last.items()}}
     if eval_dl is not None:
         ev = evaluate(module, eval_dl, accelerator)
         log(ev, state.global_step)
