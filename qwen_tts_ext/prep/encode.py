@@ -2,8 +2,9 @@
 
 The official ``prepare_data.py`` encodes fixed batches of 32 clips in file order, so every batch is
 padded to its longest clip: with clips of 1-20 s most of the compute is spent on zeros. Here clips
-are sorted by length and packed so that ``batch size x longest clip`` stays under a budget of
-*padded* audio seconds (``batch_seconds``), which keeps padding small and memory bounded.
+are sorted by length and cut into batches that minimise padding plus per-call cost
+(:func:`plan_batches`), with ``batch size x longest clip`` capped by ``batch_seconds`` of padded
+audio so memory stays bounded.
 
 Every clip is zero-padded to a whole number of frames first (see
 :func:`~qwen_tts_ext.prep.audio.pad_to_frames`), so its codes are exactly those of encoding it alone,
