@@ -322,12 +322,53 @@ def worker_official(args) -> dict:
     return rec.result("official", time.perf_counter() - t0, final_loss=float(loss.detach()) if loss is not None else None)
 
 
+def worker_split(args) -> dict:
+    """Share of the code predictor in one fwd+bwd of our loss on a middle-length batch (best of 3)."""
+    import torch
+    import torch.nn.functional as F
+    from qwen_tts import Qwen3TTSModel
+
+    from qwen_tts_ext.train.data import SFTDataset, TextTokenizer, collate_examples, load_prepared
+    from qwen_tts_ext.train.layout import IGNORE_INDEX, SpecialIds
+    from qwen_tts_ext.train.losses import sft_loss, talker_forward
+
+    tts = Qwen3TTSModel.from_pretrained(args.model, dtype=torch.float32, attn_implementation="sdpa")
+    model = tts.model
+    model.train()
+    ds = load_prepared(args.prep)
+    names = sorted({s.lower() for s in ds["speaker"]})
+    data = SFTDataset(ds, TextTokenizer(tts.processor.tokenizer), SpecialIds.from_config(model.config), names)
+    order = sorted(range(len(data)), key=lambda i: data.lengths[i])
+    start = max(0, len(order) // 2 - args.batch_size // 2)
+    batch = collate_examples([data[i] for i in order[start:start + args.batch_size]])
+    vectors = torch.zeros(len(names), model.config.talker_config.hidden_size)
+
+    def full():
+        sft_loss(model.talker, batch, vectors).loss.backward()
+
+    def talker_only():
+        logits, _ = talker_forward(model.talker, batch, vectors)
+        valid = batch.codec0_targets != IGNORE_INDEX
+        F.cross_entropy(logits[valid], batch.codec0_targets[valid]).backward()
+
+    times: dict[str, list[float]] = {"full": [], "talker": []}
+    for _ in range(4):  # the first round warms up
+        for name, fn in (("full", full), ("talker", talker_only)):
+            model.zero_grad(set_to_none=True)
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    a, b = min(times["full"][1:]), min(times["talker"][1:])
+    return {"name": "split", "full": a, "talker": b, "code_predictor_share": max(0.0, (a - b) / a),
+            "rank": 0, "world_size": 1, "peak_rss_mb": 0.0}
+
+
 def run_worker(args) -> int:
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    res = (worker_ours if args.worker == "ours" else worker_official)(args)
+    res = {"ours": worker_ours, "official": worker_official, "split": worker_split}[args.worker](args)
     rank = int(os.environ.get("RANK", "0"))
     Path(f"{args.result}.rank{rank}.json").write_text(json.dumps(res))
     return 0
@@ -374,6 +415,8 @@ def launch(kind: str, paths: dict, args, work: Path, tag: str, processes: int = 
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-12:]
         return None, shown, "\n".join(tail)
     parts = [json.loads(p.read_text()) for p in sorted(result.parent.glob(f"{tag}.rank*.json"))]
+    if kind == "split":
+        return (parts[0] if parts else None), shown, "" if parts else "no result file"
     if len(parts) != processes or any(p["world_size"] != processes for p in parts):
         return None, shown, (f"asked for {processes} processes, got {len(parts)} result file(s) with world size "
                              f"{sorted({p['world_size'] for p in parts})}")
@@ -423,7 +466,7 @@ def machine() -> dict:
 
 
 def render(results: dict, failures: dict, commands: dict, mach: dict, args, load: tuple, corpus: dict,
-           runs: dict | None = None) -> str:
+           runs: dict | None = None, split: dict | None = None) -> str:
     start, end = markers(args)
     title = "## Training loop: ours vs the official recipe (scripts/bench_train.py)"
     if start != START:
@@ -475,6 +518,19 @@ def render(results: dict, failures: dict, commands: dict, mach: dict, args, load
                      "starts a single process in accelerate 1.12.")
     for key, err in failures.items():
         lines += ["", f"`{key}` failed; last lines of its output:", "", "```", err, "```"]
+    if split is not None and "ours" in results and "official" in results:
+        cp = split["code_predictor_share"]
+        pa, pb = metrics(results["ours"])["padding"], metrics(results["official"])["padding"]
+        bound = (cp + (1 - cp) / pb) / (cp + (1 - cp) / pa)
+        ra, rb = metrics(results["ours"]), metrics(results["official"])
+        step_ours = 1000.0 / ra["steps_s"]
+        lines += ["", f"Compute split (our loss, one fwd+bwd of a middle-length batch of {args.batch_size}, best of 3): "
+                  f"the code predictor takes {cp * 100:.0f}% ({split['full']:.2f} s in all, {split['talker']:.2f} s "
+                  f"without the code predictor). Padding only inflates the talker's part, so padding efficiency "
+                  f"{pb * 100:.1f}% -> {pa * 100:.1f}% is worth about {bound:.2f}x; the official loop's heavier input "
+                  f"pipeline adds {rb['data_ms'] - ra['data_ms']:.0f} ms to a {step_ours:.0f} ms step. A measured ratio "
+                  "well above that estimate means the machine's load changed between runs (compare every run above): "
+                  "take the estimate as the expected ratio for this model size on an idle machine."]
     lines += ["", "Where the time goes: both loops run the same talker and code-predictor compute per frame; "
               "bucketing only removes padded talker positions, and the official loop's extra per-step work "
               "(librosa + mel + speaker encoder) uses the factory's small ECAPA-TDNN (channels 32-96 instead of "
@@ -542,6 +598,11 @@ def orchestrate(args) -> int:
         plan += [(k, p, rep) for k, p in order]
     if not args.no_multiproc:
         plan.append(("ours_2proc", 2, 0))
+    split, _, split_err = launch("split", paths, args, work, "split")
+    if split is None:
+        log(f"compute split failed:\n{split_err}")
+    else:
+        log(f"code predictor: {split['code_predictor_share'] * 100:.0f}% of one fwd+bwd")
     best: dict[str, dict] = {}
     failures: dict[str, str] = {}
     commands: dict[str, str] = {}
@@ -562,7 +623,7 @@ def orchestrate(args) -> int:
             best[key] = res
         failures.pop(key, None)
     load1 = os.getloadavg()[0]
-    section = render(best, failures, commands, machine(), args, (load0, load1), corpus, runs)
+    section = render(best, failures, commands, machine(), args, (load0, load1), corpus, runs, split)
     print()
     start, end = markers(args)
     print(section.replace(start + "\n", "").replace(end + "\n", ""))
@@ -584,8 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=int, default=8, help="clips per speaker (default 8)")
     p.add_argument("--speakers", type=int, default=3, help="speakers (default 3)")
     p.add_argument("--batch-size", type=int, default=4, help="batch size of both loops (default 4)")
-    p.add_argument("--repeats", type=int, default=2, help="runs per configuration, alternating; the fastest counts "
-                   "(default 2)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per configuration, alternating; the fastest counts "
+                   "(default 3)")
     p.add_argument("--hidden", type=int, default=256, help="talker hidden size (default 256; code predictor: half)")
     p.add_argument("--intermediate", type=int, default=512, help="talker FFN size (default 512)")
     p.add_argument("--layers", type=int, default=4, help="talker layers (default 4)")
@@ -599,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=str(DOC), help="markdown file whose bench_train section is rewritten")
     p.add_argument("--no-write", action="store_true", help="print only")
     # worker mode (internal)
-    p.add_argument("--worker", choices=["ours", "official"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["ours", "official", "split"], help=argparse.SUPPRESS)
     for name in ("--model", "--prep", "--official-jsonl", "--run-dir", "--result"):
         p.add_argument(name, help=argparse.SUPPRESS)
     return p
