@@ -73,6 +73,12 @@ def test_lora_trains_only_adapters_and_code_predictor_option(tmp_path, tiny_base
     assert any("code_predictor" in k for k in trainable) and any(k.startswith("talker.model.layers") for k in trainable)
     assert not any("k_proj" in k or "mlp" in k for k in trainable)
     assert n == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # adapters stay float32 over a bf16 base, so small updates are not rounded away
+    bf = Qwen3TTSModel.from_pretrained(str(tiny_base), dtype=torch.bfloat16).model
+    apply_lora(bf, 4, 8.0, 0.0, ["q_proj"], code_predictor=False)
+    assert {p.dtype for k, p in bf.named_parameters() if ".lora_" in k} == {torch.float32}
+    x = torch.randn(1, 3, bf.talker.config.hidden_size, dtype=torch.bfloat16)
+    assert bf.talker.model.layers[0].self_attn.q_proj(x).dtype == torch.bfloat16
 
 
 def test_pure_bf16_and_gradient_checkpointing_train(tmp_path, tiny_base, prepared):

@@ -30,8 +30,12 @@ def export_custom_voice(
     overwrite: bool = True,
     provenance: dict | None = None,
     max_shard_gb: float = 5.0,
+    state: dict | None = None,
 ) -> Path:
-    """Write ``out_dir`` from an (unwrapped) ``Qwen3TTSForConditionalGeneration`` and the base folder."""
+    """Write ``out_dir`` from an (unwrapped) ``Qwen3TTSForConditionalGeneration`` and the base folder.
+
+    ``state``: a full state dict gathered beforehand (sharded training, e.g. FSDP); default: the model's own.
+    """
     from qwen_tts_ext.checkpoint_io import atomic_output_dir, copy_support_files, write_safetensors_sharded
 
     base_dir = Path(base_dir)
@@ -39,7 +43,8 @@ def export_custom_voice(
     target = _DTYPES[dtype]
     from qwen_tts_ext.train.lora import merged_state_dict
 
-    state = merged_state_dict(model)  # LoRA adapters merged into full weights; a plain state_dict otherwise
+    if state is None:
+        state = merged_state_dict(model)  # LoRA adapters merged into full weights; a plain state_dict otherwise
     emb_key = "talker.model.codec_embedding.weight"
 
     def tensors():

@@ -165,6 +165,8 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
     if not tc.train_code_predictor:
         model.talker.code_predictor.requires_grad_(False)
     lora = tc.lora_rank > 0
+    if lora and accelerator.distributed_type.name == "FSDP":
+        raise UserError("LoRA with FSDP is not supported here: use DDP (configs/accelerate/ddp.yaml); LoRA is small")
     if lora:
         from qwen_tts_ext.train.lora import apply_lora
 
@@ -207,6 +209,9 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
     scheduler = _scheduler(optimizer, tc.schedule, warmup, total_steps)
     state = TrainerState()
     accelerator.register_for_checkpointing(scheduler, state)
+    from accelerate.utils import DistributedType
+
+    sharded = accelerator.distributed_type == DistributedType.FSDP
 
     if cfg.checkpoint.resume:
         latest = _checkpoints(ckpt_root)[-1]
@@ -251,11 +256,15 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
     def export(name: str) -> Path:
         path = out_dir / name
         unwrapped = accelerator.unwrap_model(module).model
+        full_state = None
+        if sharded:  # FSDP: every rank takes part in gathering the full weights; the main process writes them
+            gathered = accelerator.get_state_dict(module)
+            full_state = {k[len("model."):]: v for k, v in gathered.items() if k.startswith("model.")} if main else None
         if main:
             if not lora or cfg.export.lora in ("merge", "both"):
                 export_custom_voice(unwrapped, model_dir, path, table,
                                     dtype=cfg.export.dtype, max_shard_gb=cfg.export.max_shard_gb,
-                                    provenance={"step": state.global_step, "recipe": asdict(cfg)})
+                                    provenance={"step": state.global_step, "recipe": asdict(cfg)}, state=full_state)
             if lora and cfg.export.lora in ("adapter", "both"):
                 from qwen_tts_ext.train.export import export_adapter
 

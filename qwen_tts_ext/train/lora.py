@@ -39,6 +39,9 @@ def apply_lora(model, rank: int, alpha: float, dropout: float, targets: list[str
     n = 0
     for name, p in model.named_parameters():
         if ".lora_" in name:
+            # peft creates adapters in the base dtype; keep them (and their AdamW state) in float32 so a
+            # bf16 base does not round small updates away. peft casts activations to the adapter dtype.
+            p.data = p.data.float()
             p.requires_grad_(True)
             n += p.numel()
     if n == 0:
