@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 
 import pytest
@@ -11,7 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("QWEN_TTS_EXT_HASH_CACHE", "0")  # blends in tests must not write ~/.cache
+# blends in tests keep their sha256 cache in a throw-away folder, not in ~/.cache
+os.environ.setdefault("QWEN_TTS_EXT_CACHE", tempfile.mkdtemp(prefix="qwen-tts-ext-test-cache-"))
 warnings.filterwarnings("ignore", message=".*flash-attn.*")
 
 
