@@ -85,7 +85,14 @@ def test_alignment_is_pinned_with_recorded_hidden_states(tiny_base, prepared3):
     next_ids = torch.full_like(batch.codec_ids, 0)
     next_ids[:, :-1] = torch.where(batch.frame_mask[:, 1:] | (batch.codec_ids[:, 1:] == 2150), batch.codec_ids[:, 1:], 0)
     oracle = torch.nn.functional.one_hot(next_ids, V).float() * 50.0
-    talker.codec_head.forward = lambda h: oracle[:, : h.shape[1]]
+    valid = batch.codec0_targets != IGNORE_INDEX
+    seen_head = {}
+
+    def oracle_head(h, table=oracle):
+        seen_head["rows"] = h
+        return table[valid]  # training scores only the positions that have a target, in order
+
+    talker.codec_head.forward = oracle_head
 
     seen = {}
     orig_ff = talker.code_predictor.forward_finetune
@@ -102,6 +109,8 @@ def test_alignment_is_pinned_with_recorded_hidden_states(tiny_base, prepared3):
     with torch.no_grad():
         out = sft_loss(talker, batch, table.vectors)
     assert float(out.talker_ce) < 1e-3, "codec-0 targets are not the next position's ids"
+    # ...and the head was applied to exactly those positions' hidden states
+    torch.testing.assert_close(seen_head["rows"], recorded["hidden"][valid])
     assert float(out.subtalker_ce) < 1e-3, "head j is not scored against codebook j+1"
     # The code predictor input for frame t starts with the talker state of the position before t.
     hidden = recorded["hidden"]
@@ -114,7 +123,7 @@ def test_alignment_is_pinned_with_recorded_hidden_states(tiny_base, prepared3):
     torch.testing.assert_close(seen["inputs"][:, 5], talker.code_predictor.get_input_embeddings()[3](codes[:, 4]))
     # Shifting the oracle by one more frame (what the official double shift trains) must be heavily penalised.
     shifted = torch.roll(oracle, shifts=-1, dims=1)
-    talker.codec_head.forward = lambda h: shifted[:, : h.shape[1]]
+    talker.codec_head.forward = lambda h: oracle_head(h, shifted)
     with torch.no_grad():
         bad = sft_loss(talker, batch, table.vectors)
     assert float(bad.talker_ce) > 10.0

@@ -31,8 +31,8 @@ class LossOutput:
     num_frames: int
 
 
-def talker_forward(talker, batch: Batch, speaker_vectors: torch.Tensor):
-    """Run the talker backbone on the laid-out batch; returns (logits [B,S,V], hidden [B,S,H])."""
+def talker_hidden(talker, batch: Batch, speaker_vectors: torch.Tensor) -> torch.Tensor:
+    """Run the talker backbone on the laid-out batch; returns the final hidden states [B, S, H]."""
     inputs_embeds = embed_batch(talker, batch, speaker_vectors)
     position_ids, _ = talker.get_rope_index(batch.attention_mask)
     out = talker.model(
@@ -41,7 +41,12 @@ def talker_forward(talker, batch: Batch, speaker_vectors: torch.Tensor):
         position_ids=position_ids,
         use_cache=False,
     )
-    hidden = out.last_hidden_state
+    return out.last_hidden_state
+
+
+def talker_forward(talker, batch: Batch, speaker_vectors: torch.Tensor):
+    """(logits [B,S,V] at every position, hidden [B,S,H]) - for analysis; training scores only target positions."""
+    hidden = talker_hidden(talker, batch, speaker_vectors)
     return talker.codec_head(hidden), hidden
 
 
@@ -57,10 +62,12 @@ def subtalker_logits(talker, hidden: torch.Tensor, codes: torch.Tensor) -> torch
 
 
 def sft_loss(talker, batch: Batch, speaker_vectors: torch.Tensor, subtalker_weight: float = 0.3) -> LossOutput:
-    logits, hidden = talker_forward(talker, batch, speaker_vectors)
+    hidden = talker_hidden(talker, batch, speaker_vectors)
     targets = batch.codec0_targets
     valid = targets != IGNORE_INDEX
-    talker_ce = F.cross_entropy(logits[valid].float(), targets[valid])
+    # the codec head (H x 3072) only where a target exists: text, prefix and padding positions have none
+    logits = talker.codec_head(hidden[valid])
+    talker_ce = F.cross_entropy(logits.float(), targets[valid])
 
     src = batch.subtalker_sources
     codes = batch.subtalker_codes[src]  # [N, G]
