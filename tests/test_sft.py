@@ -309,3 +309,10 @@ def test_row_assignment_skips_used_rows_and_errors_past_the_end():
     assert assign_rows(["Vivian", "new"], {"vivian": 3065}, 3072) == [3065, 3000]
     with pytest.raises(UserError, match="no free codec-embedding row"):
         assign_rows([f"s{i}" for i in range(73)], {}, 3072)
+
+
+def test_model_that_is_not_a_tts_checkpoint_is_a_one_line_error(tmp_path, tiny_llm, prepared3):
+    r = subprocess.run([sys.executable, str(REPO / "finetuning" / "sft_12hz.py"),
+                        *tiny_recipe(tiny_llm, prepared3, tmp_path / "x")], capture_output=True, text=True)
+    assert r.returncode == 2 and "not a Qwen3-TTS checkpoint (model_type 'qwen3')" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()[-1]) < 300

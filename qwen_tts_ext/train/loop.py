@@ -97,6 +97,11 @@ def load_model(model_path: str, cfg: SFTConfig):
     from qwen_tts_ext.checkpoint_io import resolve_checkpoint
 
     path = resolve_checkpoint(model_path)
+    cfg_file = Path(path) / "config.json"
+    model_type = json.loads(cfg_file.read_text()).get("model_type") if cfg_file.is_file() else None
+    if model_type != "qwen3_tts":
+        found = f"model_type {model_type!r}" if cfg_file.is_file() else "no config.json"
+        raise UserError(f"{path} is not a Qwen3-TTS checkpoint ({found}); pass a Qwen3-TTS 12Hz Base or CustomVoice folder")
     dtype = torch.bfloat16 if cfg.train.pure_bf16 else torch.float32
     attn = cfg.train.attn_implementation
     if attn == "flash_attention_2":
@@ -107,7 +112,7 @@ def load_model(model_path: str, cfg: SFTConfig):
     try:
         tts = Qwen3TTSModel.from_pretrained(str(path), dtype=dtype, attn_implementation=attn)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load {path} as a Qwen3-TTS checkpoint: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot load {path} as a Qwen3-TTS checkpoint: {str(exc).splitlines()[0][:300]}") from None
     return tts, path
 
 
