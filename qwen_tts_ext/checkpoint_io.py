@@ -780,19 +780,38 @@ def atomic_output_dir(final_dir: str | os.PathLike, overwrite: bool = False) -> 
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700 folders
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            os.rmdir(old)
-            os.replace(final, old)
-            try:
-                os.replace(tmp, final)
-            except BaseException:
-                os.replace(old, final)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        publish_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def publish_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Rename the complete folder ``tmp`` onto ``final`` (same filesystem).
+
+    An existing ``final`` is swapped out only once the new folder is in place (and put back if that
+    rename fails), so a reader sees the old folder or the new one, never a half-written one.
+    """
+    tmp, final = Path(tmp), Path(final)
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700 folders
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    os.rmdir(old)
+    os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        os.replace(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def drop_empty_model_type(config: dict) -> dict:
+    """Fix a Qwen3-TTS ``config.json`` dict in place: ``save_pretrained`` writes
+    ``speaker_encoder_config.model_type = ""``, which the stock loader then rejects."""
+    sec = config.get("speaker_encoder_config")
+    if isinstance(sec, dict) and sec.get("model_type", None) == "":
+        del sec["model_type"]
+    return config

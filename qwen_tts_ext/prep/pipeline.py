@@ -208,18 +208,18 @@ class _Timing:
 
 
 def _resolve_paths(cfg: PrepareConfig):
-    from qwen_tts_ext.prep.speakers import resolve_checkpoint
+    from qwen_tts_ext.checkpoint_io import resolve_checkpoint
 
-    model_dir = resolve_checkpoint(cfg.model, "model") if cfg.model else None
+    model_dir = resolve_checkpoint(cfg.model, what="model") if cfg.model else None
     if model_dir is not None and not (model_dir / "config.json").is_file():
         raise UserError(f"model {model_dir} has no config.json; pass a Qwen3-TTS checkpoint folder")
     if cfg.tokenizer:
-        tok_dir = resolve_checkpoint(cfg.tokenizer, "tokenizer")
+        tok_dir = resolve_checkpoint(cfg.tokenizer, what="tokenizer")
     else:
         tok_dir = model_dir / "speech_tokenizer" if model_dir is not None else None
     if tok_dir is not None and not (tok_dir / "config.json").is_file():
         raise UserError(f"speech tokenizer {tok_dir} not found; pass --tokenizer DIR (e.g. a Qwen3-TTS-Tokenizer-12Hz folder)")
-    spk_dir = resolve_checkpoint(cfg.speaker_encoder, "speaker encoder") if cfg.speaker_encoder else model_dir
+    spk_dir = resolve_checkpoint(cfg.speaker_encoder, what="speaker encoder") if cfg.speaker_encoder else model_dir
     return model_dir, tok_dir, spk_dir
 
 
@@ -619,14 +619,9 @@ def _save_dataset(path: Path, records: list[dict], codes: list[np.ndarray], prog
 
 def _publish(tmp: Path, out: Path) -> None:
     """Rename ``tmp`` onto ``out``; an existing ``out`` (overwrite / dry-run report) is swapped out first."""
-    os.chmod(tmp, 0o755)
-    if out.exists():
-        trash = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, trash)
-        os.replace(tmp, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    from qwen_tts_ext.checkpoint_io import publish_dir
+
+    publish_dir(tmp, out)
 
 
 def _write_jsonl(path: Path, items: list[dict]) -> None:

@@ -22,28 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from qwen_tts_ext.checkpoint_io import resolve_checkpoint
 from qwen_tts_ext.constants import SAMPLE_RATE, SPEAKER_MEL
 from qwen_tts_ext.errors import UserError
 
 PREFIX = "speaker_encoder."
-
-
-def resolve_checkpoint(name_or_path: str, what: str = "model") -> Path:
-    """A local checkpoint folder, or a hub id downloaded with ``huggingface_hub`` (for users online)."""
-    p = Path(os.path.expanduser(str(name_or_path)))
-    if p.is_dir():
-        return p
-    if p.exists():
-        raise UserError(f"{what} {name_or_path} is a file; pass the checkpoint folder")
-    if str(name_or_path).count("/") != 1 or str(name_or_path).startswith((".", "/", "~")):
-        raise UserError(f"{what} {name_or_path} does not exist (expected a checkpoint folder or a hub id like Qwen/...)")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(str(name_or_path)))
-    except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{what} {name_or_path}: not a local folder and could not be downloaded ({msg})") from None
 
 
 def _weight_files(ckpt: Path, prefix: str) -> dict[str, list[str]]:
@@ -102,12 +85,11 @@ class SpeakerEncoder:
         convolutions are small; with 1 thread they avoid OpenMP synchronisation, which on a busy
         machine costs more than the convolutions themselves.
         """
-        import torch
         from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSSpeakerEncoderConfig
         from qwen_tts.core.models.modeling_qwen3_tts import Qwen3TTSSpeakerEncoder
         from safetensors import safe_open
 
-        ckpt = resolve_checkpoint(str(path), "speaker encoder checkpoint")
+        ckpt = resolve_checkpoint(str(path), what="speaker encoder checkpoint")
         cfg_path = ckpt / "config.json"
         if not cfg_path.is_file():
             raise UserError(f"{ckpt} has no config.json; pass a Qwen3-TTS Base checkpoint folder")

@@ -25,14 +25,13 @@ import argparse
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from qwen_tts_ext import constants as C
+from qwen_tts_ext.checkpoint_io import atomic_output_dir, drop_empty_model_type
 
 # Byte-level BPE merges that make these words single tokens; "assistant" must be one token because
 # qwen_tts slices the prompt "<|im_start|>assistant\n..." by position (input_id[:, :3]).
@@ -371,31 +370,6 @@ def generation_config_dict(max_new_tokens: int) -> dict:
     }
 
 
-def strip_empty_model_type(config_path: str | os.PathLike) -> None:
-    """``save_pretrained`` writes ``speaker_encoder_config.model_type = ""``, which the loader rejects."""
-    path = Path(config_path)
-    cfg = json.loads(path.read_text(encoding="utf-8"))
-    sec = cfg.get("speaker_encoder_config")
-    if isinstance(sec, dict) and sec.get("model_type", None) == "":
-        del sec["model_type"]
-    path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
-
-
-def _atomic_dir(out_dir: Path, overwrite: bool):
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty (pass overwrite=True)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    os.chmod(tmp, 0o755)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-
-
 def build_tiny_tts(
     out_dir: str | os.PathLike,
     spec: TinySpec | None = None,
@@ -410,8 +384,7 @@ def build_tiny_tts(
 
     spec = spec or TinySpec()
     out_dir = Path(out_dir)
-    tmp = _atomic_dir(out_dir, overwrite)
-    try:
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         text_ids = build_text_tokenizer(tmp)
         cfg = tts_config_dict(spec, text_ids)
         config = Qwen3TTSConfig(**{k: v for k, v in cfg.items() if k not in ("model_type", "architectures")})
@@ -431,18 +404,13 @@ def build_tiny_tts(
         saved = json.loads(config_path.read_text())
         saved["tts_model_size"] = cfg["tts_model_size"]
         saved["architectures"] = cfg["architectures"]
-        config_path.write_text(json.dumps(saved, indent=2))
-        strip_empty_model_type(config_path)
+        config_path.write_text(json.dumps(drop_empty_model_type(saved), indent=2))
         (tmp / "generation_config.json").write_text(json.dumps(generation_config_dict(spec.max_new_tokens), indent=2))
         build_speech_tokenizer(tmp / "speech_tokenizer", seed=seed)
         (tmp / "tiny_checkpoint.json").write_text(
             json.dumps({"built_by": "qwen_tts_ext.testing.tiny_checkpoint", "seed": seed, "spec": spec.__dict__,
                         "dtype": str(dtype).replace("torch.", "")}, indent=2, default=str)
         )
-        _publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -489,15 +457,10 @@ def build_tiny_llm(
     )
     params.update(overrides)
     out_dir = Path(out_dir)
-    tmp = _atomic_dir(out_dir, overwrite)
-    try:
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         torch.manual_seed(seed)
         model = Qwen3ForCausalLM(Qwen3Config(**params)).to(dtype).eval()
         model.save_pretrained(str(tmp), safe_serialization=True)
-        _publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -545,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise UserError(f"--like {args.like}: no config.json there; pass a TTS checkpoint folder")
                 path = build_tiny_llm(args.out_dir, args.like, seed=args.seed, dtype=_DTYPES[args.dtype],
                                       overwrite=args.overwrite)
-        except (FileExistsError, ValueError) as exc:
+        except ValueError as exc:
             raise UserError(str(exc)) from None
         print(path)
         return 0

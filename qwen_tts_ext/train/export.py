@@ -36,7 +36,12 @@ def export_custom_voice(
 
     ``state``: a full state dict gathered beforehand (sharded training, e.g. FSDP); default: the model's own.
     """
-    from qwen_tts_ext.checkpoint_io import atomic_output_dir, copy_support_files, write_safetensors_sharded
+    from qwen_tts_ext.checkpoint_io import (
+        atomic_output_dir,
+        copy_support_files,
+        drop_empty_model_type,
+        write_safetensors_sharded,
+    )
 
     base_dir = Path(base_dir)
     out_dir = Path(out_dir)
@@ -61,9 +66,7 @@ def export_custom_voice(
         cfg["tts_model_type"] = "custom_voice"
         cfg["talker_config"] = merged_speaker_config(cfg["talker_config"], table)
         cfg["torch_dtype"] = dtype
-        sec = cfg.get("speaker_encoder_config")
-        if isinstance(sec, dict) and sec.get("model_type") == "":
-            del sec["model_type"]
+        drop_empty_model_type(cfg)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
         meta = {"format": "pt", "qwen_tts_ext": "sft-export", "speakers": json.dumps(table.spk_id())}
         write_safetensors_sharded(tensors(), tmp, max_shard_bytes=int(max_shard_gb * (1 << 30)), metadata=meta)
