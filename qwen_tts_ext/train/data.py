@@ -80,7 +80,8 @@ class SFTDataset(torch.utils.data.Dataset):
         self.use_language = use_language and "language" in hf_dataset.column_names
         frames = hf_dataset["num_frames"] if "num_frames" in hf_dataset.column_names else [len(c) for c in hf_dataset["codes"]]
         texts = hf_dataset["text"]
-        # A cheap length estimate (text tokens ~ characters / 2 for byte BPE is not needed: use real token counts lazily)
+        # Bucketing key: positions ~ frames + the fixed prefix + about one text token per 2 characters
+        # (an estimate, so the dataset need not be tokenized up front; samples are laid out lazily)
         self.lengths = [int(f) + 12 + len(t) // 2 for f, t in zip(frames, texts)]
         self.frames = [int(f) for f in frames]
         for lang in set(hf_dataset["language"]) if self.use_language else ():

@@ -119,7 +119,7 @@ def load_model(model_path: str, cfg: SFTConfig):
 def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
     """Run SFT. Returns a summary (final losses, export path). ``stop_after_steps`` simulates an interruption (tests)."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
+    from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
     from tqdm.auto import tqdm
 
     from qwen_tts_ext.train.data import BucketBatchSampler, SFTDataset, TextTokenizer, collate_examples, load_prepared, split_train_eval
@@ -170,7 +170,8 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
     if not tc.train_code_predictor:
         model.talker.code_predictor.requires_grad_(False)
     lora = tc.lora_rank > 0
-    if lora and accelerator.distributed_type.name == "FSDP":
+    sharded = accelerator.distributed_type == DistributedType.FSDP  # weights split across ranks
+    if lora and sharded:
         raise UserError("LoRA with FSDP is not supported here: use DDP (configs/accelerate/ddp.yaml); LoRA is small")
     if lora:
         from qwen_tts_ext.train.lora import apply_lora
@@ -214,9 +215,6 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
     scheduler = _scheduler(optimizer, tc.schedule, warmup, total_steps)
     state = TrainerState()
     accelerator.register_for_checkpointing(scheduler, state)
-    from accelerate.utils import DistributedType
-
-    sharded = accelerator.distributed_type == DistributedType.FSDP
 
     if cfg.checkpoint.resume:
         latest = _checkpoints(ckpt_root)[-1]

@@ -57,12 +57,9 @@ def assign_rows(names: list[str], existing: dict[str, int], vocab_size: int, fir
 
 def load_speaker_vectors(path: str | Path) -> dict[str, torch.Tensor]:
     """``speakers.safetensors`` from data prep: lower-cased name -> float32 vector."""
-    from safetensors.torch import load_file
+    from qwen_tts_ext.prep.speakers import load_speakers
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"speaker embeddings {path} not found; run prepare_data.py first (it writes speakers.safetensors)")
-    return {k.lower(): v.to(torch.float32) for k, v in load_file(str(path)).items()}
+    return {k.lower(): torch.from_numpy(v) for k, v in load_speakers(path).items()}
 
 
 def build_speaker_table(
