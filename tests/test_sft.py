@@ -207,6 +207,15 @@ def test_metrics_and_wandb_offline_series(tmp_path, tiny_base, prepared3):
     assert sorted(p.name for p in (out / "samples").glob("*.wav"))  # one WAV per speaker per eval
 
 
+def test_tensorboard_tracker_writes_events(tmp_path, tiny_base, prepared3):
+    from qwen_tts_ext.train.loop import train
+
+    out = tmp_path / "tb"
+    train(_cfg(*tiny_recipe(tiny_base, prepared3, out, "train.max_steps=2", "log.tracker=tensorboard")))
+    assert list((out / "logs").rglob("events.out.tfevents.*"))
+    assert len([l for l in (out / "metrics.jsonl").read_text().splitlines() if "train/loss" in l]) == 2
+
+
 def test_06b_variant_trains_through_text_projection(tmp_path, tiny_base_06b, corpus3, capsys):
     from qwen_tts_ext.train.loop import train
 
