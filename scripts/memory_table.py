@@ -37,11 +37,14 @@ Linear output) and everywhere in pure bf16::
       + 4 * a * d                   # SDPA output + the contiguous copy fed to o_proj
       + 8 * i                       # SwiGLU: gate, silu(gate), up, product
 
-    talker         = positions * (L * A + (6 + r) * h + 6 * text_hidden) + frames * 4 * 3072
-    code predictor = frames * (16 * (L_cp * A_cp + (6 + 2) * h_cp + 2 * h) + 15 * (2 * h_cp + 4 * 2048))
+    talker         = positions * (L * A + (6 + r) * h + 6 * text_hidden) + frames * 2 * h
+    code predictor = frames * (16 * (L_cp * A_cp + (6 + 2) * h_cp + 2 * h) + 15 * 2 * h_cp)
 
-(final norm, text projection, float32 log-softmax of the codebook-0 logits; the code predictor runs a
-16-position sequence per frame, plus its input projection and 15 heads.) 1k frames means 1,000
+(final norm, text projection, the codec head; the code predictor runs a 16-position sequence per
+frame, plus its input projection and 15 heads.) The heads go through the fused linear
+cross-entropy (``qwen_tts_ext.train.linear_ce``): no logits are kept, only the gradient of the
+heads' input (bf16, ``2 * h`` per scored row) and, once per micro-batch, the heads' weight
+gradients (bf16, computed during forward; counted in the ``grads`` column). 1k frames means 1,000
 audio frames (80 s of speech); text/prefix positions (~10-20% more) are left out. With gradient
 checkpointing each layer keeps only its input (``r * h`` per position) and one layer is
 re-materialised at a time during backward (the larger of one talker layer over all positions and
@@ -148,7 +151,7 @@ class Counts:
     tensors: int
     parts: dict[str, int]  # part -> numel
     part_tensors: dict[str, int]
-    forward_linear: int  # Linear weights used in the training forward (talker + code predictor)
+    forward_linear: int  # Linear weights autocast copies to bf16 and keeps for backward (all but the heads)
     lora_talker: dict[int, int] = field(default_factory=dict)  # rank -> adapter params on talker attn+MLP
     lora_code_predictor: dict[int, int] = field(default_factory=dict)
 
@@ -185,7 +188,8 @@ def count_parameters(model, lora_ranks: tuple[int, ...] = (16,)) -> Counts:
     for name, m in model.talker.named_modules():
         if not isinstance(m, torch.nn.Linear):
             continue
-        forward_linear += m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
+        if name != "codec_head" and not name.startswith("code_predictor.lm_head."):  # heads: fused loss, no copy
+            forward_linear += m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
         if name.split(".")[-1] in LORA_TARGETS:
             for r in lora_ranks:
                 n = r * (m.in_features + m.out_features)
@@ -229,9 +233,9 @@ def activation_bytes(d: Dims, frames: int, *, autocast: bool, checkpointing: boo
         t_stack = d.layers * t_layer
         c_stack = d.cp_layers * c_layer
         peak = 0
-    talker = positions * (t_stack + (6 + r_t) * d.hidden + 6 * d.text_hidden) + frames * 4 * d.codec_vocab
+    talker = positions * (t_stack + (6 + r_t) * d.hidden + 6 * d.text_hidden) + frames * 2 * d.hidden
     cp = frames * (d.code_groups * (c_stack + (6 + r_c) * d.cp_hidden + 2 * d.hidden)
-                   + (d.code_groups - 1) * (2 * d.cp_hidden + 4 * d.cp_vocab))
+                   + (d.code_groups - 1) * 2 * d.cp_hidden)
     return {"talker": talker, "code_predictor": cp, "recompute_peak": peak, "total": talker + cp + peak}
 
 
@@ -251,11 +255,19 @@ def synthetic_batch(config, samples: int, frames: int, text_tokens: int, seed: i
     return collate(layouts, [0] * samples)
 
 
+def head_grad_bytes(d: Dims, *, codec_head: bool = True, code_predictor_heads: bool = True) -> int:
+    """bf16 weight gradients of the trained heads, computed by the fused loss in forward and held until backward."""
+    n = (d.codec_vocab * d.hidden if codec_head else 0)
+    n += ((d.code_groups - 1) * d.cp_vocab * d.cp_hidden if code_predictor_heads else 0)
+    return 2 * n
+
+
 def measure_saved_bytes(model, batch, *, autocast: bool, checkpointing: bool = False) -> dict:
     """Run the suite's SFT loss forward and sum the bytes autograd saves for backward.
 
     Returns ``activations`` (saved tensors that are neither parameters nor bf16 casts of Linear
-    weights) and ``autocast_copies`` (bf16 casts of Linear weights). Storages are counted once.
+    weights), ``autocast_copies`` (bf16 casts of Linear weights) and ``head_grads`` (the fused loss's
+    stacks of head weight gradients, [G, V, H]). Storages are counted once.
     """
     import torch
 
@@ -263,7 +275,7 @@ def measure_saved_bytes(model, batch, *, autocast: bool, checkpointing: bool = F
 
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     weight_shapes = {tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Linear)}
-    seen: dict[int, tuple[int, bool]] = {}
+    seen: dict[int, tuple[int, str]] = {}
 
     def pack(t):
         if t.device.type == "meta":
@@ -272,8 +284,12 @@ def measure_saved_bytes(model, batch, *, autocast: bool, checkpointing: bool = F
         ptr = st.data_ptr()
         if ptr not in params and ptr not in seen:
             shape = tuple(t.shape)  # a Linear saves its weight transposed
-            is_copy = t.dtype == torch.bfloat16 and t.dim() == 2 and (shape in weight_shapes or shape[::-1] in weight_shapes)
-            seen[ptr] = (st.nbytes(), is_copy)
+            kind = "activation"
+            if t.dtype == torch.bfloat16 and t.dim() == 2 and (shape in weight_shapes or shape[::-1] in weight_shapes):
+                kind = "copy"
+            elif t.dim() == 3 and shape[1:] in weight_shapes:
+                kind = "head_grad"
+            seen[ptr] = (st.nbytes(), kind)
         return t
 
     talker = model.talker
@@ -286,9 +302,8 @@ def measure_saved_bytes(model, batch, *, autocast: bool, checkpointing: bool = F
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = sft_loss(talker, batch, vectors)
     del out
-    copies = sum(n for n, c in seen.values() if c)
-    acts = sum(n for n, c in seen.values() if not c)
-    return {"activations": acts, "autocast_copies": copies}
+    total = {kind: sum(n for n, k in seen.values() if k == kind) for kind in ("activation", "copy", "head_grad")}
+    return {"activations": total["activation"], "autocast_copies": total["copy"], "head_grads": total["head_grad"]}
 
 
 # --------------------------------------------------------------------------- modes
@@ -367,6 +382,8 @@ def make_row(name: str, d: Dims, c: Counts, mode: Mode, frames: int) -> Row:
     weights = c.total * mode.weight_dtype_bytes
     autocast = 2 * c.forward_linear if mode.autocast else 0
     grads, adam = trained * mode.grad_bytes, trained * mode.adam_bytes
+    if not mode.lora_rank:  # LoRA leaves the heads frozen
+        grads += head_grad_bytes(d, code_predictor_heads=mode.train_code_predictor)
     if mode.lora_rank:  # peft's inject_adapter_in_model creates the adapters in the base dtype
         weights += trained * mode.weight_dtype_bytes
         autocast += 2 * trained if mode.autocast else 0

@@ -77,7 +77,12 @@ def test_table_columns_add_up(mt):
         # training the text embedding adds exactly its float32 grads + AdamW moments (12 bytes/param)
         assert text.trained - full.trained == c.parts["talker.text_embedding"]
         assert (text.grads + text.adam) - (full.grads + full.adam) == 12 * c.parts["talker.text_embedding"]
-        assert full.weights == 4 * c.total and full.grads == 4 * full.trained and full.adam == 8 * full.trained
+        d = mt.RELEASED[model]
+        # grads: float32 grads of every trained parameter + the fused loss's bf16 head gradients
+        assert full.weights == 4 * c.total and full.adam == 8 * full.trained
+        assert full.grads == 4 * full.trained + mt.head_grad_bytes(d)
+        assert by[model, "full_talker"].grads == 4 * by[model, "full_talker"].trained + mt.head_grad_bytes(
+            d, code_predictor_heads=False)
         assert by[model, "bf16"].weights == 2 * c.total and by[model, "bf16"].autocast == 0
         assert by[model, "full_gc"].activations < full.activations / 3
         lora = by[model, "lora"]
@@ -109,6 +114,7 @@ def test_activation_formula_matches_saved_tensors(mt, autocast):
     pred = mt.activation_bytes(d, samples * frames, autocast=autocast, checkpointing=False,
                                text_positions=samples * (positions - frames), talker_repeat_kv=False)
     assert got["activations"] == pytest.approx(pred["total"], rel=0.10)
+    assert got["head_grads"] == mt.head_grad_bytes(d)  # every parameter of this model trains
     if autocast:
         c = mt.count_parameters(model)
         assert got["autocast_copies"] == pytest.approx(2 * c.forward_linear, rel=0.02)

@@ -71,7 +71,7 @@ def _batch_and_model(tiny_base, prepared3):
     return tts, batch, table
 
 
-def test_alignment_is_pinned_with_recorded_hidden_states(tiny_base, prepared3):
+def test_alignment_is_pinned_with_recorded_hidden_states(tiny_base, prepared3, monkeypatch):
     """codec-0 of p+1 is scored from p; the code predictor for frame t gets the state before t; head j scores codebook j+1."""
     from qwen_tts_ext.train.losses import sft_loss
 
@@ -94,18 +94,29 @@ def test_alignment_is_pinned_with_recorded_hidden_states(tiny_base, prepared3):
 
     talker.codec_head.forward = oracle_head
 
+    # Oracle code-predictor states: position j+1 of frame n points (x50) at the row of codebook j+1's code
+    # in a random unit-row table that every head uses as its weight, so head j scores ~0 CE only if it
+    # reads position j+1 and is scored against codebook j+1 (this runs the fused loss).
+    import qwen_tts_ext.train.losses as losses_mod
+
+    cp = talker.code_predictor
+    unit = torch.nn.functional.normalize(torch.randn(2048, cp.config.hidden_size, generator=torch.Generator().manual_seed(0)), dim=1)
+    for head in cp.lm_head:
+        head.weight.data = unit.clone()
     seen = {}
-    orig_ff = talker.code_predictor.forward_finetune
+    real_states = losses_mod.subtalker_states
 
-    def spy_forward_finetune(inputs_embeds=None, **kw):
-        seen["inputs"] = inputs_embeds
-        out = orig_ff(inputs_embeds=inputs_embeds, **kw)
-        codes = seen["codes"]
-        out.logits = torch.nn.functional.one_hot(codes[:, 1:], 2048).float() * 50.0  # head j -> codebook j+1
-        return out
+    def oracle_states(talker_, hidden_, codes_, shift=0):
+        seen["hidden"], seen["codes"] = hidden_, codes_
+        out = real_states(talker_, hidden_, codes_)
+        seen["inputs"] = recorded_cp["inputs"]
+        oracle = torch.zeros_like(out)
+        oracle[:, 1:] = 50.0 * unit[torch.roll(codes_[:, 1:], shifts=-shift, dims=1)]
+        return oracle
 
-    talker.code_predictor.forward_finetune = spy_forward_finetune
-    seen["codes"] = batch.subtalker_codes[batch.subtalker_sources]
+    recorded_cp = {}
+    cp.small_to_mtp_projection.register_forward_hook(lambda m, a, out: recorded_cp.__setitem__("inputs", a[0]))
+    monkeypatch.setattr(losses_mod, "subtalker_states", oracle_states)
     with torch.no_grad():
         out = sft_loss(talker, batch, table.vectors)
     assert float(out.talker_ce) < 1e-3, "codec-0 targets are not the next position's ids"
@@ -121,12 +132,76 @@ def test_alignment_is_pinned_with_recorded_hidden_states(tiny_base, prepared3):
     codes = seen["codes"]
     torch.testing.assert_close(seen["inputs"][:, 1], talker.model.codec_embedding(codes[:, 0]))
     torch.testing.assert_close(seen["inputs"][:, 5], talker.code_predictor.get_input_embeddings()[3](codes[:, 4]))
+    # The official double shift (head j learning codebook j+2) must be heavily penalised.
+    monkeypatch.setattr(losses_mod, "subtalker_states", lambda *a: oracle_states(*a, shift=1))
+    with torch.no_grad():
+        assert float(sft_loss(talker, batch, table.vectors).subtalker_ce) > 10.0
     # Shifting the oracle by one more frame (what the official double shift trains) must be heavily penalised.
     shifted = torch.roll(oracle, shifts=-1, dims=1)
     talker.codec_head.forward = lambda h: oracle_head(h, shifted)
     with torch.no_grad():
         bad = sft_loss(talker, batch, table.vectors)
     assert float(bad.talker_ce) > 10.0
+
+
+def test_sft_loss_equals_the_stock_forward_finetune_path(tiny_base, prepared3):
+    """Losses and gradients of the fused SFT loss equal the plain path built on stock ``forward_finetune``."""
+    from qwen_tts import Qwen3TTSModel
+
+    from qwen_tts_ext.train.data import SFTDataset, TextTokenizer, collate_examples, load_prepared
+    from qwen_tts_ext.train.layout import SpecialIds
+    from qwen_tts_ext.train.losses import sft_loss, subtalker_logits, talker_forward
+    from qwen_tts_ext.train.speaker_lock import build_speaker_table, load_speaker_vectors
+
+    tts = Qwen3TTSModel.from_pretrained(str(tiny_base), dtype=torch.float32)
+    talker = tts.model.talker
+    talker.train()
+    ds = load_prepared(prepared3)
+    tconf = tts.model.config.talker_config
+    table = build_speaker_table(sorted(set(ds["speaker"])), load_speaker_vectors(prepared3 / "speakers.safetensors"),
+                                tconf, tconf.hidden_size)
+    data = SFTDataset(ds, TextTokenizer(tts.processor.tokenizer), SpecialIds.from_config(tts.model.config), table.names)
+    batch = collate_examples([data[0], data[3], data[5]])
+    watched = {"codec_head": talker.codec_head.weight, "lm_head.7": talker.code_predictor.lm_head[7].weight,
+               "cp.layer0.q": talker.code_predictor.model.layers[0].self_attn.q_proj.weight,
+               "talker.layer1.down": talker.model.layers[1].mlp.down_proj.weight}
+
+    def run(fn):
+        talker.zero_grad(set_to_none=True)
+        loss, talker_ce, sub = fn()
+        loss.backward()
+        return talker_ce.detach(), sub.detach(), {k: p.grad.clone() for k, p in watched.items()}
+
+    def fused():
+        out = sft_loss(talker, batch, table.vectors)
+        return out.loss, out.talker_ce, out.subtalker_ce_per_codebook
+
+    def plain():
+        logits, hidden = talker_forward(talker, batch, table.vectors)
+        t = batch.codec0_targets
+        valid = t != IGNORE_INDEX
+        ce = torch.nn.functional.cross_entropy(logits[valid], t[valid])
+        src = batch.subtalker_sources
+        codes = batch.subtalker_codes[src]
+        stock = talker.code_predictor.forward_finetune(inputs_embeds=_stock_inputs(talker, hidden[src], codes)).logits
+        torch.testing.assert_close(stock, subtalker_logits(talker, hidden[src], codes))  # our analysis path agrees
+        per = torch.nn.functional.cross_entropy(stock.reshape(-1, stock.shape[-1]), codes[:, 1:].reshape(-1), reduction="none")
+        per = per.view(codes.shape[0], -1).mean(0)
+        return ce + 0.3 * per.mean(), ce, per
+
+    a, b = run(fused), run(plain)
+    torch.testing.assert_close(a[0], b[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a[1], b[1], rtol=1e-5, atol=1e-5)
+    for k in watched:
+        torch.testing.assert_close(a[2][k], b[2][k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def _stock_inputs(talker, hidden, codes):
+    """``forward_sub_talker_finetune``'s input layout, built from the stock modules."""
+    parts = [hidden.unsqueeze(1), talker.get_input_embeddings()(codes[:, :1])]
+    for i in range(1, codes.shape[1] - 1):
+        parts.append(talker.code_predictor.get_input_embeddings()[i - 1](codes[:, i:i + 1]))
+    return torch.cat(parts, dim=1)
 
 
 def test_overfit_learns_the_inference_alignment(tiny_base, prepared3, trained):

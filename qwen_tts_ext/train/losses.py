@@ -7,8 +7,11 @@ double shifts taught position p the frame p+2 and head i the codebook i+1.
 - Talker: ``logits[b, p]`` is scored against ``codec0_targets[b, p]`` (codebook 0 of position p+1).
 - Code predictor, per frame t: input ``[h_{P_t - 1}, E0(c0), E1(c1), ..., E14(c14)]`` where
   ``h_{P_t - 1}`` is the talker hidden state of the position *before* frame t (inference's
-  ``past_hidden``); ``forward_finetune`` returns ``logits[:, j]`` from input position j+1 through
-  ``lm_head[j]``; head j is scored against codebook j+1, for j = 0..14.
+  ``past_hidden``); as in ``forward_finetune``, head j (``lm_head[j]``) reads input position j+1
+  and is scored against codebook j+1, for j = 0..14.
+
+Both heads' cross-entropies go through ``linear_ce`` (fused: the ``[N, 15, 2048]`` logits are never
+kept for backward), which tests hold equal to the plain ``forward_finetune`` + ``cross_entropy`` path.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from qwen_tts_ext.train.layout import IGNORE_INDEX, Batch, embed_batch
+from qwen_tts_ext.train.linear_ce import linear_cross_entropy
 
 
 @dataclass
@@ -50,15 +54,45 @@ def talker_forward(talker, batch: Batch, speaker_vectors: torch.Tensor):
     return talker.codec_head(hidden), hidden
 
 
-def subtalker_logits(talker, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """Code-predictor logits [N, G-1, V] for N frames given the talker states that precede them."""
+def subtalker_states(talker, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """The code predictor's last hidden states [N, G, H_cp] for N frames (what ``forward_finetune`` feeds its heads)."""
     G = codes.shape[1]
-    cp_embeds = talker.code_predictor.get_input_embeddings()
+    cp = talker.code_predictor
+    cp_embeds = cp.get_input_embeddings()
     parts = [hidden.unsqueeze(1), talker.model.codec_embedding(codes[:, :1])]
     for g in range(1, G - 1):
         parts.append(cp_embeds[g - 1](codes[:, g : g + 1]))
     inputs = torch.cat(parts, dim=1)  # [N, G, H]
-    return talker.code_predictor.forward_finetune(inputs_embeds=inputs).logits
+    return cp.model(inputs_embeds=cp.small_to_mtp_projection(inputs), use_cache=False).last_hidden_state
+
+
+def subtalker_logits(talker, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Code-predictor logits [N, G-1, V] for N frames given the talker states that precede them (analysis)."""
+    states = subtalker_states(talker, hidden, codes)
+    return torch.stack([head(states[:, j + 1]) for j, head in enumerate(talker.code_predictor.lm_head)], dim=1)
+
+
+def _plain_linear_weight(module: torch.nn.Module) -> torch.Tensor | None:
+    """The weight of a bias-free ``nn.Linear`` (what the fused loss needs), else None: a wrapped, biased,
+    hooked or patched head goes through its own ``forward``."""
+    plain = type(module) is torch.nn.Linear and module.bias is None and "forward" not in vars(module)
+    if plain and not (module._forward_hooks or module._forward_pre_hooks):
+        return module.weight
+    return None
+
+
+def heads_ce(states: torch.Tensor, heads: list[torch.nn.Module], targets: torch.Tensor) -> torch.Tensor:
+    """Mean CE per head, [G]: head j scores ``states[:, j]`` against ``targets[:, j]``.
+
+    Fused (``linear_ce``: no logits kept for backward) when every head is a plain bias-free Linear;
+    otherwise through the modules themselves.
+    """
+    weights = [_plain_linear_weight(h) for h in heads]
+    if all(w is not None for w in weights):
+        return linear_cross_entropy(states, torch.stack(weights), targets)
+    logits = torch.stack([head(states[:, j]) for j, head in enumerate(heads)], dim=1).float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none").view(
+        targets.shape).mean(0)
 
 
 def sft_loss(talker, batch: Batch, speaker_vectors: torch.Tensor, subtalker_weight: float = 0.3) -> LossOutput:
@@ -66,16 +100,12 @@ def sft_loss(talker, batch: Batch, speaker_vectors: torch.Tensor, subtalker_weig
     targets = batch.codec0_targets
     valid = targets != IGNORE_INDEX
     # the codec head (H x 3072) only where a target exists: text, prefix and padding positions have none
-    logits = talker.codec_head(hidden[valid])
-    talker_ce = F.cross_entropy(logits.float(), targets[valid])
+    talker_ce = heads_ce(hidden[valid].unsqueeze(1), [talker.codec_head], targets[valid].unsqueeze(1))[0]
 
     src = batch.subtalker_sources
     codes = batch.subtalker_codes[src]  # [N, G]
-    sub_logits = subtalker_logits(talker, hidden[src], codes).float()  # [N, G-1, V]
-    per_token = F.cross_entropy(
-        sub_logits.reshape(-1, sub_logits.shape[-1]), codes[:, 1:].reshape(-1), reduction="none"
-    ).view(codes.shape[0], -1)
-    per_codebook = per_token.mean(0)
+    states = subtalker_states(talker, hidden[src], codes)  # [N, G, H_cp]; position j+1 feeds head j
+    per_codebook = heads_ce(states[:, 1:], list(talker.code_predictor.lm_head), codes[:, 1:])  # [G-1]
     sub_ce = per_codebook.mean()
     total = talker_ce + subtalker_weight * sub_ce
     return LossOutput(
