@@ -1,4 +1,5 @@
-"""Memory modes on tiny checkpoints: LoRA (merged export and adapter alone), pure bf16, gradient checkpointing, freezing."""
+"""Memory modes on tiny checkpoints: LoRA (merged export and adapter alone), pure bf16, gradient checkpointing,
+freezing; and the AdamW kernels."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from _sft_helpers import make_prepared, speaker_row, tiny_recipe
+from _sft_helpers import make_prepared, max_abs_diff_state, speaker_row, tiny_recipe
 from qwen_tts_ext.config import load_config
 from qwen_tts_ext.train.config import SFTConfig
 
@@ -99,3 +100,23 @@ def test_freezing_keeps_code_predictor_and_text_embedding(tmp_path, tiny_base, p
     assert cp and all(torch.equal(out[k], base[k]) for k in cp)
     assert torch.equal(out["talker.model.text_embedding.weight"], base["talker.model.text_embedding.weight"])
     assert not torch.equal(out["talker.model.layers.0.mlp.up_proj.weight"], base["talker.model.layers.0.mlp.up_proj.weight"])
+
+
+def test_adamw_kernels_train_the_same_weights(tmp_path, tiny_base, prepared):
+    """The fused AdamW (default) is a drop-in for torch's reference for-loop: same weights up to float rounding."""
+    from qwen_tts_ext.train.loop import _adamw
+
+    runs = {impl: _train(tiny_base, prepared, tmp_path / impl, "train.max_steps=3", f"train.adamw_impl={impl}")
+            for impl in ("fused", "for-loop")}
+    assert runs["fused"]["final_loss"] == pytest.approx(runs["for-loop"]["final_loss"], rel=1e-4)
+    base = load_file(str(tiny_base / "model.safetensors"))
+    fused, loop = (load_file(str(Path(runs[k]["export"]) / "model.safetensors")) for k in ("fused", "for-loop"))
+    key = "talker.model.layers.0.mlp.up_proj.weight"
+    moved = float((fused[key] - base[key]).abs().max())
+    assert moved > 1e-4  # training changed the weights...
+    assert max_abs_diff_state(Path(runs["fused"]["export"]), Path(runs["for-loop"]["export"])) < 1e-3 * moved  # ...alike
+    from qwen_tts_ext.train.config import TrainConfig
+
+    cfg = TrainConfig(adamw_impl="foreach")
+    opt = _adamw([{"params": [torch.nn.Parameter(torch.zeros(3))]}], cfg)
+    assert opt.defaults["foreach"] is True and not opt.defaults["fused"]

@@ -47,6 +47,9 @@ class TrainConfig:
     lora_code_predictor: bool = False  # also put adapters on the code predictor's layers
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-8
+    # AdamW kernel: "fused" (one kernel over all parameters: CPU, CUDA, XPU, MPS), "foreach"
+    # (multi-tensor) or "for-loop" (torch's per-parameter reference; what the official script gets)
+    adamw_impl: Literal["fused", "foreach", "for-loop"] = "fused"
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.grad_accum < 1:

@@ -73,6 +73,18 @@ def _param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _adamw(groups, tc, say=print):
+    """AdamW with the configured kernel; "fused" falls back to "foreach" where torch has no fused kernel."""
+    impl = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[tc.adamw_impl]
+    try:
+        return torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.adam_betas), eps=tc.adam_eps, **impl)
+    except RuntimeError as exc:  # e.g. parameters on a device without the fused kernel
+        if tc.adamw_impl != "fused":
+            raise
+        say(f"fused AdamW unavailable here ({str(exc).splitlines()[0][:120]}); using foreach")
+        return torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.adam_betas), eps=tc.adam_eps, foreach=True)
+
+
 def _scheduler(optimizer, kind: str, warmup: int, total: int):
     from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
@@ -204,7 +216,7 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
             collate_fn=collate_examples)
 
     module = SFTModule(model, table.vectors, tc.subtalker_weight)
-    optimizer = torch.optim.AdamW(_param_groups(module, tc.weight_decay), lr=tc.lr, betas=tuple(tc.adam_betas), eps=tc.adam_eps)
+    optimizer = _adamw(_param_groups(module, tc.weight_decay), tc, accelerator.print)
     module, optimizer, train_dl = accelerator.prepare(module, optimizer, train_dl)
     if eval_dl is not None:
         eval_dl = accelerator.prepare(eval_dl)
