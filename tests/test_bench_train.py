@@ -1,0 +1,59 @@
+"""The training benchmark's report: rendered from (synthetic) results without running the benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_train", REPO / "scripts" / "bench_train.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _result(name, frames, seconds, steps, real, slots, processes=1, rss=1000.0, wait=0.05):
+    return {"name": name, "frames_steady": frames, "time_steady": seconds, "steps_steady": steps,
+            "real_positions": real, "slots": slots, "data_wait": wait, "peak_rss_mb": rss, "processes": processes}
+
+
+def _args(**kw):
+    base = dict(hidden=256, intermediate=512, layers=4, cp_layers=2, speakers=3, clips=8, threads=1, batch_size=4,
+                steps=8, repeats=3, argv=[])
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+@pytest.mark.parametrize("load", [(0.3, 0.4), (2.5, 2.6)], ids=["idle", "busy"])
+def test_report_states_the_ratio_and_where_it_comes_from(bench, load):
+    results = {"ours": _result("ours", 3000, 10.0, 7, 930, 1000),
+               "official": _result("official", 2000, 10.0, 7, 690, 1000),
+               "ours_2proc": _result("ours", 6000, 15.0, 7, 930, 1000, processes=2)}
+    split = {"full": 0.9, "talker": 0.4, "code_predictor_share": 0.55, "unfused_heads": 1.0,
+             "adamw_fused": 0.014, "adamw_loop": 0.046}
+    text = bench.render(results, {}, {"ours": "python x"}, {"cpu": "cpu", "cores": 2, "memory": "24 GiB",
+                        "torch": "2.11", "python": "3.11"}, _args(), load,
+                        {"rows": 24, "frames": 2416, "min_frames": 31, "max_frames": 167},
+                        {"ours": [300.0], "official": [200.0]}, split)
+    assert text.startswith(bench.START) and text.rstrip().endswith(bench.END)
+    assert "**Ours / official: 1.50x frames/s**" in text
+    assert "| ours (qwen_tts_ext.train.loop) | 1 | 300.0 | 0.70 | 93.0% | 7 | 1000 |" in text
+    assert "Two processes vs one: 1.33x" in text
+    assert "(1.11x)" in text and "46 ms -> 14 ms" in text  # fused heads, fused AdamW
+    assert ("busy with other jobs" in text) == (load[0] > 1.5)
+
+
+def test_a_failed_run_is_reported_not_hidden(bench):
+    results = {"ours": _result("ours", 3000, 10.0, 7, 930, 1000)}
+    text = bench.render(results, {"official": "Traceback: boom"}, {}, {"cpu": "cpu", "cores": 2, "memory": "",
+                        "torch": "2.11", "python": "3.11"}, _args(hidden=512), (0.1, 0.1),
+                        {"rows": 2, "frames": 10, "min_frames": 5, "max_frames": 5})
+    assert "| official loop, CPU port | - | failed |" in text and "Traceback: boom" in text
+    assert "talker hidden 512" in text and "Ours / official" not in text
