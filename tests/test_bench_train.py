@@ -57,3 +57,11 @@ def test_a_failed_run_is_reported_not_hidden(bench):
                         {"rows": 2, "frames": 10, "min_frames": 5, "max_frames": 5})
     assert "| official loop, CPU port | - | failed |" in text and "Traceback: boom" in text
     assert "talker hidden 512" in text and "Ours / official" not in text
+
+
+def test_headline_uses_medians_when_there_are_several_runs(bench):
+    results = {"ours": _result("ours", 3000, 10.0, 7, 930, 1000), "official": _result("official", 2000, 10.0, 7, 690, 1000)}
+    text = bench.render(results, {}, {}, {"cpu": "cpu", "cores": 2, "memory": "", "torch": "2.11", "python": "3.11"},
+                        _args(), (0.1, 0.1), {"rows": 24, "frames": 2416, "min_frames": 31, "max_frames": 167},
+                        {"ours": [300.0, 240.0, 260.0], "official": [200.0, 190.0, 130.0]})
+    assert "**Ours / official: 1.37x frames/s** (median of the runs above; fastest runs 1.50x" in text
