@@ -146,22 +146,11 @@ def test_alignment_is_pinned_with_recorded_hidden_states(tiny_base, prepared3, m
 
 def test_sft_loss_equals_the_stock_forward_finetune_path(tiny_base, prepared3):
     """Losses and gradients of the fused SFT loss equal the plain path built on stock ``forward_finetune``."""
-    from qwen_tts import Qwen3TTSModel
-
-    from qwen_tts_ext.train.data import SFTDataset, TextTokenizer, collate_examples, load_prepared
-    from qwen_tts_ext.train.layout import SpecialIds
     from qwen_tts_ext.train.losses import sft_loss, subtalker_logits, talker_forward
-    from qwen_tts_ext.train.speaker_lock import build_speaker_table, load_speaker_vectors
 
-    tts = Qwen3TTSModel.from_pretrained(str(tiny_base), dtype=torch.float32)
+    tts, batch, table = _batch_and_model(tiny_base, prepared3)
     talker = tts.model.talker
     talker.train()
-    ds = load_prepared(prepared3)
-    tconf = tts.model.config.talker_config
-    table = build_speaker_table(sorted(set(ds["speaker"])), load_speaker_vectors(prepared3 / "speakers.safetensors"),
-                                tconf, tconf.hidden_size)
-    data = SFTDataset(ds, TextTokenizer(tts.processor.tokenizer), SpecialIds.from_config(tts.model.config), table.names)
-    batch = collate_examples([data[0], data[3], data[5]])
     watched = {"codec_head": talker.codec_head.weight, "lm_head.7": talker.code_predictor.lm_head[7].weight,
                "cp.layer0.q": talker.code_predictor.model.layers[0].self_attn.q_proj.weight,
                "talker.layer1.down": talker.model.layers[1].mlp.down_proj.weight}
