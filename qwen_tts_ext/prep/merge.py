@@ -51,7 +51,8 @@ def merge_prepared(parts: list[str | os.PathLike], output: str | os.PathLike, ov
     import datasets
     from safetensors import safe_open
 
-    from qwen_tts_ext.prep.pipeline import _frames_histogram, _publish
+    from qwen_tts_ext.checkpoint_io import publish_dir
+    from qwen_tts_ext.prep.report import frames_histogram
     from qwen_tts_ext.prep.speakers import mean_embedding, save_speakers
 
     paths = [Path(os.path.expanduser(str(p))).resolve() for p in parts]
@@ -123,7 +124,7 @@ def merge_prepared(parts: list[str | os.PathLike], output: str | os.PathLike, ov
             "hours": round(float(sum(durations)) / 3600, 6),
             "speakers": dict(sorted(speakers.items())),
             "languages": dict(sorted(Counter(ds["language"]).items())),
-            "frames_histogram": _frames_histogram(list(ds["num_frames"])),
+            "frames_histogram": frames_histogram(list(ds["num_frames"])),
         }
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
         meta = dict(metas[0])
@@ -131,7 +132,7 @@ def merge_prepared(parts: list[str | os.PathLike], output: str | os.PathLike, ov
         meta["merged_from"] = [str(p) for p in paths]
         meta["created_unix"] = time.time()
         (tmp / "prepare_config.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-        _publish(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
