@@ -185,6 +185,48 @@ def test_sft_loss_equals_the_stock_forward_finetune_path(tiny_base, prepared3):
         torch.testing.assert_close(a[2][k], b[2][k], rtol=1e-4, atol=1e-6, msg=k)
 
 
+def test_subtalker_frame_fraction_scores_a_random_subset_without_bias(tiny_base, prepared3):
+    """fraction f: the code predictor is scored on round(f x N) frames drawn from torch's RNG; the mean over
+    draws is the full loss (an unbiased estimate); the talker loss is untouched."""
+    from qwen_tts_ext.train.losses import sft_loss, subtalker_logits, talker_hidden
+
+    tts, batch, table = _batch_and_model(tiny_base, prepared3)
+    talker = tts.model.talker.eval()
+    with torch.no_grad():
+        full = sft_loss(talker, batch, table.vectors)
+        n = full.num_frames
+        hidden = talker_hidden(talker, batch, table.vectors)
+        src = batch.subtalker_sources.nonzero(as_tuple=True)
+        codes = batch.subtalker_codes[src]
+        logits = subtalker_logits(talker, hidden[src], codes)
+        per_frame = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes[:, 1:].reshape(-1),
+                                                      reduction="none").view(n, -1).mean(1)
+        torch.testing.assert_close(per_frame.mean(), full.subtalker_ce, rtol=1e-5, atol=1e-5)
+        torch.manual_seed(3)
+        part = sft_loss(talker, batch, table.vectors, subtalker_frame_fraction=0.25)
+        torch.manual_seed(3)
+        keep = torch.randperm(n)[: round(0.25 * n)]
+        assert part.num_frames == n and part.num_subtalker_frames == round(0.25 * n)
+        torch.testing.assert_close(part.subtalker_ce, per_frame[keep].mean(), rtol=1e-5, atol=1e-5)
+        assert float(part.talker_ce) == pytest.approx(float(full.talker_ce), rel=1e-6)
+        draws = torch.stack([sft_loss(talker, batch, table.vectors, subtalker_frame_fraction=0.25).subtalker_ce
+                             for _ in range(200)])
+    assert draws.std() > 0  # different frames each time
+    assert abs(float(draws.mean() - full.subtalker_ce)) < 4 * float(draws.std()) / math.sqrt(len(draws))
+
+
+def test_subtalker_frame_fraction_trains_and_is_validated(tmp_path, tiny_base, prepared3):
+    from qwen_tts_ext.errors import UserError
+    from qwen_tts_ext.train.loop import train
+
+    s = train(_cfg(*tiny_recipe(tiny_base, prepared3, tmp_path / "frac", "train.max_steps=3",
+                                "train.subtalker_frame_fraction=0.5")))
+    assert math.isfinite(s["final_loss"])
+    for bad in ("0", "1.5", "-0.2"):
+        with pytest.raises(UserError, match="subtalker_frame_fraction"):
+            _cfg(*tiny_recipe(tiny_base, prepared3, tmp_path / "x", f"train.subtalker_frame_fraction={bad}"))
+
+
 def _stock_inputs(talker, hidden, codes):
     """``forward_sub_talker_finetune``'s input layout, built from the stock modules."""
     parts = [hidden.unsqueeze(1), talker.get_input_embeddings()(codes[:, :1])]

@@ -28,14 +28,16 @@ from qwen_tts_ext.train.losses import sft_loss
 class SFTModule(torch.nn.Module):
     """Wraps the model so the whole loss runs inside one ``forward`` (what DDP/FSDP need to sync)."""
 
-    def __init__(self, model, speaker_vectors: torch.Tensor, subtalker_weight: float):
+    def __init__(self, model, speaker_vectors: torch.Tensor, subtalker_weight: float, subtalker_frame_fraction: float = 1.0):
         super().__init__()
         self.model = model
         self.register_buffer("speaker_vectors", speaker_vectors.to(torch.float32), persistent=False)
         self.subtalker_weight = subtalker_weight
+        self.subtalker_frame_fraction = subtalker_frame_fraction  # training only; evaluation scores every frame
 
     def forward(self, batch):
-        out = sft_loss(self.model.talker, batch, self.speaker_vectors, self.subtalker_weight)
+        out = sft_loss(self.model.talker, batch, self.speaker_vectors, self.subtalker_weight,
+                       self.subtalker_frame_fraction if self.training else 1.0)
         return {
             "loss": out.loss,
             "talker_ce": out.talker_ce,
@@ -215,7 +217,7 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
             eval_ds, batch_sampler=BucketBatchSampler(eval_ds.lengths, tc.batch_size, None, seed=0),
             collate_fn=collate_examples)
 
-    module = SFTModule(model, table.vectors, tc.subtalker_weight)
+    module = SFTModule(model, table.vectors, tc.subtalker_weight, tc.subtalker_frame_fraction)
     optimizer = _adamw(_param_groups(module, tc.weight_decay), tc, accelerator.print)
     module, optimizer, train_dl = accelerator.prepare(module, optimizer, train_dl)
     if eval_dl is not None:

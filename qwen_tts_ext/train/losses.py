@@ -32,7 +32,8 @@ class LossOutput:
     subtalker_ce: torch.Tensor  # detached scalar (mean over codebooks 1..15)
     subtalker_ce_per_codebook: torch.Tensor  # [G-1] detached, index j = codebook j+1
     num_targets: int
-    num_frames: int
+    num_frames: int  # frames in the batch
+    num_subtalker_frames: int = 0  # frames the code predictor was scored on (fewer with subtalker_frame_fraction < 1)
 
 
 def talker_hidden(talker, batch: Batch, speaker_vectors: torch.Tensor) -> torch.Tensor:
@@ -95,14 +96,22 @@ def heads_ce(states: torch.Tensor, heads: list[torch.nn.Module], targets: torch.
         targets.shape).mean(0)
 
 
-def sft_loss(talker, batch: Batch, speaker_vectors: torch.Tensor, subtalker_weight: float = 0.3) -> LossOutput:
+def sft_loss(talker, batch: Batch, speaker_vectors: torch.Tensor, subtalker_weight: float = 0.3,
+             subtalker_frame_fraction: float = 1.0) -> LossOutput:
+    """The SFT loss of one batch. ``subtalker_frame_fraction`` < 1 scores the code predictor on that share of
+    the frames, drawn uniformly without replacement from torch's RNG: an unbiased estimate of the same
+    sub-talker loss (a mean over frames) at that share of its compute."""
     hidden = talker_hidden(talker, batch, speaker_vectors)
     targets = batch.codec0_targets
     valid = targets != IGNORE_INDEX
     # the codec head (H x 3072) only where a target exists: text, prefix and padding positions have none
     talker_ce = heads_ce(hidden[valid].unsqueeze(1), [talker.codec_head], targets[valid].unsqueeze(1))[0]
 
-    src = batch.subtalker_sources
+    src = batch.subtalker_sources.nonzero(as_tuple=True)  # (row, position) of the state before each frame
+    if subtalker_frame_fraction < 1.0:
+        n = src[0].numel()
+        keep = torch.randperm(n, device=src[0].device)[: max(1, round(subtalker_frame_fraction * n))].sort().values
+        src = (src[0][keep], src[1][keep])
     codes = batch.subtalker_codes[src]  # [N, G]
     states = subtalker_states(talker, hidden[src], codes)  # [N, G, H_cp]; position j+1 feeds head j
     per_codebook = heads_ce(states[:, 1:], list(talker.code_predictor.lm_head), codes[:, 1:])  # [G-1]
@@ -114,5 +123,6 @@ def sft_loss(talker, batch: Batch, speaker_vectors: torch.Tensor, subtalker_weig
         subtalker_ce=sub_ce.detach(),
         subtalker_ce_per_codebook=per_codebook.detach(),
         num_targets=int(valid.sum()),
-        num_frames=int(codes.shape[0]),
+        num_frames=int(batch.subtalker_sources.sum()),
+        num_subtalker_frames=int(codes.shape[0]),
     )
