@@ -26,7 +26,7 @@ def _result(name, frames, seconds, steps, real, slots, processes=1, rss=1000.0, 
 
 def _args(**kw):
     base = dict(hidden=256, intermediate=512, layers=4, cp_layers=2, speakers=3, clips=8, threads=1, batch_size=4,
-                steps=8, repeats=3, argv=[])
+                steps=8, repeats=3, argv=[], subtalker_fraction=None)
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -65,3 +65,19 @@ def test_headline_uses_medians_when_there_are_several_runs(bench):
                         _args(), (0.1, 0.1), {"rows": 24, "frames": 2416, "min_frames": 31, "max_frames": 167},
                         {"ours": [300.0, 240.0, 260.0], "official": [200.0, 190.0, 130.0]})
     assert "**Ours / official: 1.37x frames/s** (median of the runs above; fastest runs 1.50x" in text
+
+
+def test_the_subset_row_is_reported_apart_from_the_comparison(bench):
+    results = {"ours": _result("ours", 3000, 10.0, 7, 930, 1000), "official": _result("official", 2000, 10.0, 7, 690, 1000),
+               "ours_subset": _result("ours", 4500, 10.0, 7, 930, 1000)}
+    text = bench.render(results, {}, {}, {"cpu": "cpu", "cores": 2, "memory": "", "torch": "2.11", "python": "3.11"},
+                        _args(subtalker_fraction=0.25), (0.1, 0.1),
+                        {"rows": 24, "frames": 2416, "min_frames": 31, "max_frames": 167})
+    assert "| ours, sub-talker loss on 0.25 of the frames (less work) | 1 | 450.0 |" in text
+    assert "runs at 1.50x its full-objective frames/s" in text and "**Ours / official: 1.50x" in text
+
+
+def test_bad_arguments_exit_2(bench, capsys):
+    assert bench.main(["--subtalker-fraction", "1.0", "--no-write"]) == 2
+    assert bench.main(["--steps", "1", "--no-write"]) == 2
+    assert "error:" in capsys.readouterr().err
