@@ -61,7 +61,13 @@ class Studio:
     def __init__(self, settings: StudioSettings):
         self.settings = settings
         self._models: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one model call at a time; never held across a yield
+        self._run = 0  # id of the run allowed to continue; ``stop()`` and every new run bump it
+
+    def stop(self) -> None:
+        """Stop the current run at its next segment boundary (nothing is saved for it)."""
+        with self._lock:
+            self._run += 1
 
     def synthesizer(self, path: str):
         from qwen_tts_ext.synthesis.cli import resolve_device
@@ -102,6 +108,8 @@ class Studio:
         from qwen_tts_ext.synthesis.output import save_synthesis, timestamped_path
 
         with self._lock:
+            self._run += 1
+            run = self._run
             synth = self.synthesizer(path)
             voice = synth.voice(
                 speaker=speaker or None,
@@ -114,30 +122,41 @@ class Studio:
                 max_segment_seconds=self.settings.max_segment_seconds, crossfade_ms=self.settings.crossfade_ms,
             )
             alpha = float(alpha or 0.0)
-            if alpha > 0:
-                yield (f"blending alpha {alpha:g} of {llm} ...", [], None, 24000, None, None)
-            blend = synth.blend.set(alpha, llm or None)
-            warnings: list[str] = []
-            gen = synth.generate(script, voice, options, warnings)
             n = len(synth.plan(script, options))
-            segments, joiner = [], None
-            yield (_status(0, n, warnings), [], None, 24000, None, None)
-            for seg in gen:
-                joiner = joiner or Joiner(crossfade_samples(options.crossfade_ms, seg.sample_rate))
-                joiner.add(seg.audio)
-                segments.append(seg)
-                yield (_status(len(segments), n, warnings), list(segments), joiner.audio, seg.sample_rate, None, None)
-            result = SynthesisResult(joiner.audio, segments[0].sample_rate, segments, warnings)
-            if result.cap_hits:
-                warnings.append(f"{len(result.cap_hits)} segment(s) hit the frame cap without EOS (stop-signal failure)")
-            meta = dict(
-                text=script, model=synth.describe(), voice=voice.describe(), language=options.language,
-                seed=options.seed, alpha=alpha, llm=llm or None,
-                blend={k: v for k, v in (blend or {}).items() if k != "alpha_per_tensor"},
-                sampling=options.sampling(synth.tts.generate_defaults or {}), source="studio",
-            )
-            saved = save_synthesis(result, timestamped_path(self.settings.output_dir, script), meta)
-            yield (_status(n, n, warnings, saved[0]), segments, result.audio, result.sample_rate, result, saved)
+        if alpha > 0:
+            yield (f"blending alpha {alpha:g} of {llm} ...", [], None, 24000, None, None)
+        warnings: list[str] = []
+        segments, joiner = [], None
+        with self._lock:
+            if run != self._run:
+                return
+            blend = synth.blend.set(alpha, llm or None)
+            gen = synth.generate(script, voice, options, warnings)
+        yield (_status(0, n, warnings), [], None, 24000, None, None)
+        while True:
+            with self._lock:  # a newer run or stop() ends this one between segments
+                if run != self._run:
+                    gen.close()
+                    return
+                synth.blend.set(alpha, llm or None)  # a no-op unless a stopped run left another blend
+                seg = next(gen, None)
+            if seg is None:
+                break
+            joiner = joiner or Joiner(crossfade_samples(options.crossfade_ms, seg.sample_rate))
+            joiner.add(seg.audio)
+            segments.append(seg)
+            yield (_status(len(segments), n, warnings), list(segments), joiner.audio, seg.sample_rate, None, None)
+        result = SynthesisResult(joiner.audio, segments[0].sample_rate, segments, warnings)
+        if result.cap_hits:
+            warnings.append(f"{len(result.cap_hits)} segment(s) hit the frame cap without EOS (stop-signal failure)")
+        meta = dict(
+            text=script, model=synth.describe(), voice=voice.describe(), language=options.language,
+            seed=options.seed, alpha=alpha, llm=llm or None,
+            blend={k: v for k, v in (blend or {}).items() if k != "alpha_per_tensor"},
+            sampling=options.sampling(synth.tts.generate_defaults or {}), source="studio",
+        )
+        saved = save_synthesis(result, timestamped_path(self.settings.output_dir, script), meta)
+        yield (_status(n, n, warnings, saved[0]), segments, result.audio, result.sample_rate, result, saved)
 
 
 def _status(done: int, total: int, warnings: list[str], saved: Path | None = None) -> str:
@@ -274,7 +293,9 @@ def build_app(settings: StudioSettings):
                 with gr.Accordion("Sampling", open=False):
                     temperature = gr.Slider(0.1, 1.5, value=0.9, step=0.05, label="Temperature")
                     greedy = gr.Checkbox(False, label="Greedy decoding")
-                generate = gr.Button("Generate", variant="primary")
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary")
+                    stop = gr.Button("Stop", variant="stop")
             with gr.Column(scale=1):
                 status = gr.Markdown("Ready.")
                 result_audio = gr.Audio(label="Result", type="numpy", interactive=False, elem_id="result-audio")
@@ -285,11 +306,17 @@ def build_app(settings: StudioSettings):
         outputs = [speaker, language, ref_audio, model_note]
         model.change(on_model, inputs=model, outputs=outputs)
         app.load(on_model, inputs=model, outputs=outputs)
-        generate.click(
+        rendering = generate.click(
             on_generate,
             inputs=[model, speaker, ref_audio, language, script, alpha, llm, seed, temperature, greedy],
             outputs=[status, result_audio, table, image, saved],
         )
+
+        def on_stop():
+            studio.stop()
+            return "**Stopped**: the segments rendered so far are shown above; nothing was saved."
+
+        stop.click(on_stop, outputs=status, cancels=[rendering])
     return app
 
 
