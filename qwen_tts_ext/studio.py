@@ -135,11 +135,16 @@ class Studio:
         yield (_status(0, n, warnings), [], None, 24000, None, None)
         while True:
             with self._lock:  # a newer run or stop() ends this one between segments
-                if run != self._run:
+                stopped = run != self._run
+                if stopped:
                     gen.close()
-                    return
-                synth.blend.set(alpha, llm or None)  # a no-op unless a stopped run left another blend
-                seg = next(gen, None)
+                else:
+                    synth.blend.set(alpha, llm or None)  # a no-op unless a stopped run left another blend
+                    seg = next(gen, None)
+            if stopped:
+                yield (STOPPED.format(done=len(segments), total=n), list(segments),
+                       joiner.audio if joiner else None, segments[-1].sample_rate if segments else 24000, None, None)
+                return
             if seg is None:
                 break
             joiner = joiner or Joiner(crossfade_samples(options.crossfade_ms, seg.sample_rate))
@@ -157,6 +162,9 @@ class Studio:
         )
         saved = save_synthesis(result, timestamped_path(self.settings.output_dir, script), meta)
         yield (_status(n, n, warnings, saved[0]), segments, result.audio, result.sample_rate, result, saved)
+
+
+STOPPED = "**Stopped after {done}/{total} segment(s)**: the segments rendered so far are shown; nothing was saved."
 
 
 def _status(done: int, total: int, warnings: list[str], saved: Path | None = None) -> str:
@@ -306,17 +314,15 @@ def build_app(settings: StudioSettings):
         outputs = [speaker, language, ref_audio, model_note]
         model.change(on_model, inputs=model, outputs=outputs)
         app.load(on_model, inputs=model, outputs=outputs)
-        rendering = generate.click(
+        generate.click(
             on_generate,
             inputs=[model, speaker, ref_audio, language, script, alpha, llm, seed, temperature, greedy],
             outputs=[status, result_audio, table, image, saved],
         )
 
-        def on_stop():
-            studio.stop()
-            return "**Stopped**: the segments rendered so far are shown above; nothing was saved."
-
-        stop.click(on_stop, outputs=status, cancels=[rendering])
+        # The running generator sees the stop at its next segment boundary and reports it itself (cancelling
+        # the Gradio event instead could let an update already in flight overwrite the status).
+        stop.click(studio.stop, queue=False)
     return app
 
 

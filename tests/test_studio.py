@@ -71,14 +71,16 @@ def test_stop_and_a_newer_run_end_a_run_between_segments_without_saving(tiny_cus
     run = studio.run(path, *args)
     assert len(next(run)[1]) == 0 and len(next(run)[1]) == 1  # started, one segment rendered
     studio.stop()
-    assert list(run) == []  # ends at the next segment boundary
+    rest = list(run)  # ends at the next segment boundary and says so
+    assert len(rest) == 1 and rest[0][0].startswith("**Stopped after 1/3") and len(rest[0][1]) == 1
+    assert rest[0][4] is None and rest[0][5] is None
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.wav"))
     # a newer run supersedes an older one that is still open; the newer one completes and saves
     old = studio.run(path, *args)
     next(old), next(old)
     steps = list(studio.run(path, *args))
     assert steps[-1][0].startswith("**Done: 3/3") and steps[-1][5] is not None
-    assert list(old) == []
+    assert [step[0].startswith("**Stopped after 1/3") for step in old] == [True]
     assert len(list((tmp_path / "out").glob("*.wav"))) == 1
 
 
@@ -195,7 +197,7 @@ def test_studio_end_to_end_in_headless_chromium(tiny_custom_voice, tmp_path):
                 page.get_by_role("button", name="Generate").click()
                 page.get_by_text("Rendering: 1/25 segment(s)").wait_for(timeout=45_000)
                 page.get_by_role("button", name="Stop").click()
-                page.get_by_text("Stopped").wait_for(timeout=20_000)
+                page.get_by_text("Stopped after").wait_for(timeout=45_000)
                 script.fill("[Whispering] Again. [Excited] Yes!")
                 page.get_by_role("button", name="Generate").click()
                 page.get_by_text("Done: 2/2 segment(s)").wait_for(timeout=45_000)
