@@ -337,6 +337,8 @@ def worker_split(args) -> dict:
     from qwen_tts_ext.train.data import SFTDataset, TextTokenizer, collate_examples, load_prepared
     from qwen_tts_ext.train.layout import IGNORE_INDEX, SpecialIds
     from qwen_tts_ext.train import losses
+    from qwen_tts_ext.train.config import TrainConfig
+    from qwen_tts_ext.train.loop import build_adamw
     from qwen_tts_ext.train.losses import sft_loss, talker_forward
 
     tts = Qwen3TTSModel.from_pretrained(args.model, dtype=torch.float32, attn_implementation="sdpa")
@@ -380,8 +382,8 @@ def worker_split(args) -> dict:
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
     adam = {}
-    for impl, kw in (("fused", {"fused": True}), ("for-loop", {"foreach": False})):
-        opt = torch.optim.AdamW(params, lr=1e-6, **kw)
+    for impl in ("fused", "for-loop"):
+        opt = build_adamw(params, TrainConfig(lr=1e-6, adamw_impl=impl))
         ts = []
         for _ in range(4):
             t = time.perf_counter()
@@ -524,8 +526,8 @@ def render(results: dict, failures: dict, commands: dict, mach: dict, args, load
              "|---|---:|---:|---:|---:|---:|---:|"]
     for key, label in (("ours", "ours (qwen_tts_ext.train.loop)"), ("official", "official loop, CPU port"),
                        ("ours_2proc", "ours, 2 processes (accelerate, gloo)"),
-                       ("ours_subset", f"ours, sub-talker loss on {getattr(args, 'subtalker_fraction', 0) or 0:g} of the "
-                                       "frames (less work)")):
+                       ("ours_subset", f"ours, sub-talker loss on {args.subtalker_fraction or 0:g} of the frames "
+                                       "(less work)")):
         if key in results:
             r = results[key]
             m = metrics(r)
@@ -574,19 +576,18 @@ def render(results: dict, failures: dict, commands: dict, mach: dict, args, load
                   f"- length bucketing: the code predictor takes {cp * 100:.0f}% of one fwd+bwd of our loss "
                   f"({split['full']:.2f} s in all, {split['talker']:.2f} s without it) and runs on frames only, so "
                   f"padding only inflates the talker's part: padding efficiency {pb * 100:.1f}% -> {pa * 100:.1f}% is "
-                  f"worth about {bound:.2f}x;"]
-        if "unfused_heads" in split:
-            lines += [f"- fused linear cross-entropy for the 16 codec heads (`qwen_tts_ext/train/linear_ce.py`: no "
-                      f"`[frames, 15, 2048]` logits kept for backward): fwd+bwd {split['unfused_heads']:.2f} s -> "
-                      f"{split['full']:.2f} s ({split['unfused_heads'] / split['full']:.2f}x);",
-                      f"- fused AdamW (`train.adamw_impl=fused`, default) over our trained parameters: "
-                      f"{split['adamw_loop'] * 1000:.0f} ms -> {split['adamw_fused'] * 1000:.0f} ms per step "
-                      "(torch's for-loop reference is what the official script gets on CPU; it also updates the text "
-                      "embedding, which ours freezes);"]
-        lines += [f"- input pipeline: the official loop's adds {rb['data_ms'] - ra['data_ms']:.0f} ms to a "
+                  f"worth about {bound:.2f}x;",
+                  f"- fused linear cross-entropy for the 16 codec heads (`qwen_tts_ext/train/linear_ce.py`: no "
+                  f"`[frames, 15, 2048]` logits kept for backward): fwd+bwd {split['unfused_heads']:.2f} s -> "
+                  f"{split['full']:.2f} s ({split['unfused_heads'] / split['full']:.2f}x);",
+                  f"- fused AdamW (`train.adamw_impl=fused`, default) over our trained parameters: "
+                  f"{split['adamw_loop'] * 1000:.0f} ms -> {split['adamw_fused'] * 1000:.0f} ms per step "
+                  "(torch's for-loop reference is what the official script gets on CPU; it also updates the text "
+                  "embedding, which ours freezes);",
+                  f"- input pipeline: the official loop's adds {rb['data_ms'] - ra['data_ms']:.0f} ms to a "
                   f"{step_ours:.0f} ms step (ours: speaker vectors from data prep, no audio re-read).", ""]
-        saved = split["talker"] * (pa / pb - 1) + split.get("unfused_heads", split["full"]) - split["full"] \
-            + split.get("adamw_loop", 0.0) - split.get("adamw_fused", 0.0) + (rb["data_ms"] - ra["data_ms"]) / 1000
+        saved = split["talker"] * (pa / pb - 1) + split["unfused_heads"] - split["full"] \
+            + split["adamw_loop"] - split["adamw_fused"] + (rb["data_ms"] - ra["data_ms"]) / 1000
         lines += [f"Timed alone, these parts add up to {saved * 1000:.0f} ms per step against a measured difference of "
                   f"{1000.0 / rb['steps_s'] - step_ours:.0f} ms between the two loops' fastest runs (different batches, "
                   "one warm process per part): they say where the time goes; the end-to-end ratio above is the number "

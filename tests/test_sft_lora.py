@@ -104,7 +104,7 @@ def test_freezing_keeps_code_predictor_and_text_embedding(tmp_path, tiny_base, p
 
 def test_adamw_kernels_train_the_same_weights(tmp_path, tiny_base, prepared):
     """The fused AdamW (default) is a drop-in for torch's reference for-loop: same weights up to float rounding."""
-    from qwen_tts_ext.train.loop import _adamw
+    from qwen_tts_ext.train.loop import build_adamw
 
     runs = {impl: _train(tiny_base, prepared, tmp_path / impl, "train.max_steps=3", f"train.adamw_impl={impl}")
             for impl in ("fused", "for-loop")}
@@ -118,5 +118,30 @@ def test_adamw_kernels_train_the_same_weights(tmp_path, tiny_base, prepared):
     from qwen_tts_ext.train.config import TrainConfig
 
     cfg = TrainConfig(adamw_impl="foreach")
-    opt = _adamw([{"params": [torch.nn.Parameter(torch.zeros(3))]}], cfg)
+    opt = build_adamw([{"params": [torch.nn.Parameter(torch.zeros(3))]}], cfg)
     assert opt.defaults["foreach"] is True and not opt.defaults["fused"]
+
+
+def test_fused_adamw_falls_back_to_foreach_where_torch_has_no_fused_kernel(monkeypatch):
+    from qwen_tts_ext.train.config import TrainConfig
+    from qwen_tts_ext.train.loop import build_adamw
+
+    real = torch.optim.AdamW
+
+    def no_fused(params, **kw):
+        if kw.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "AdamW", no_fused)
+    said = []
+    opt = build_adamw([torch.nn.Parameter(torch.zeros(3))], TrainConfig(), said.append)
+    assert opt.defaults["foreach"] is True and not opt.defaults["fused"]
+    assert len(said) == 1 and "using foreach" in said[0]
+
+    def no_kernel(params, **kw):
+        raise RuntimeError("no kernel here")
+
+    monkeypatch.setattr(torch.optim, "AdamW", no_kernel)
+    with pytest.raises(RuntimeError, match="no kernel here"):  # only "fused" falls back; a chosen kernel fails loudly
+        build_adamw([torch.nn.Parameter(torch.zeros(3))], TrainConfig(adamw_impl="foreach"), said.append)

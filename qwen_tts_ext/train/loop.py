@@ -75,16 +75,22 @@ def _param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _adamw(groups, tc, say=print):
+ADAMW_KERNELS = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}
+
+
+def build_adamw(groups, tc, say=print):
     """AdamW with the configured kernel; "fused" falls back to "foreach" where torch has no fused kernel."""
-    impl = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[tc.adamw_impl]
+
+    def adamw(impl: str):
+        return torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.adam_betas), eps=tc.adam_eps, **ADAMW_KERNELS[impl])
+
     try:
-        return torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.adam_betas), eps=tc.adam_eps, **impl)
+        return adamw(tc.adamw_impl)
     except RuntimeError as exc:  # e.g. parameters on a device without the fused kernel
         if tc.adamw_impl != "fused":
             raise
         say(f"fused AdamW unavailable here ({str(exc).splitlines()[0][:120]}); using foreach")
-        return torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.adam_betas), eps=tc.adam_eps, foreach=True)
+        return adamw("foreach")
 
 
 def _scheduler(optimizer, kind: str, warmup: int, total: int):
@@ -218,7 +224,7 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
             collate_fn=collate_examples)
 
     module = SFTModule(model, table.vectors, tc.subtalker_weight, tc.subtalker_frame_fraction)
-    optimizer = _adamw(_param_groups(module, tc.weight_decay), tc, accelerator.print)
+    optimizer = build_adamw(_param_groups(module, tc.weight_decay), tc, accelerator.print)
     module, optimizer, train_dl = accelerator.prepare(module, optimizer, train_dl)
     if eval_dl is not None:
         eval_dl = accelerator.prepare(eval_dl)
