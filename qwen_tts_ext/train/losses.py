@@ -69,8 +69,12 @@ def subtalker_states(talker, hidden: torch.Tensor, codes: torch.Tensor) -> torch
 
 def subtalker_logits(talker, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """Code-predictor logits [N, G-1, V] for N frames given the talker states that precede them (analysis)."""
-    states = subtalker_states(talker, hidden, codes)
-    return torch.stack([head(states[:, j + 1]) for j, head in enumerate(talker.code_predictor.lm_head)], dim=1)
+    return heads_logits(subtalker_states(talker, hidden, codes)[:, 1:], talker.code_predictor.lm_head)
+
+
+def heads_logits(states: torch.Tensor, heads) -> torch.Tensor:
+    """[N, G, V]: head j applied to ``states[:, j]``."""
+    return torch.stack([head(states[:, j]) for j, head in enumerate(heads)], dim=1)
 
 
 def _plain_linear_weight(module: torch.nn.Module) -> torch.Tensor | None:
@@ -91,7 +95,7 @@ def heads_ce(states: torch.Tensor, heads: list[torch.nn.Module], targets: torch.
     weights = [_plain_linear_weight(h) for h in heads]
     if all(w is not None for w in weights):
         return linear_cross_entropy(states, torch.stack(weights), targets)
-    logits = torch.stack([head(states[:, j]) for j, head in enumerate(heads)], dim=1).float()
+    logits = heads_logits(states, heads).float()
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none").view(
         targets.shape).mean(0)
 
