@@ -141,6 +141,51 @@ def read_config(ckpt_dir: str | os.PathLike) -> dict:
         raise UserError(f"{path} is not valid JSON") from None
 
 
+# --------------------------------------------------------------------------- what a folder holds
+
+# model_type in config.json -> what it is, in words (for "X is a ..., not a ..." messages)
+_KINDS = {
+    "qwen3_tts": "a Qwen3-TTS checkpoint",
+    "qwen3_tts_tokenizer_12hz": "a Qwen3-TTS speech tokenizer (the speech_tokenizer/ folder of a checkpoint)",
+    "qwen3": "a Qwen3 LLM",
+    "qwen2": "a Qwen2 LLM",
+    "llama": "a Llama LLM",
+}
+
+
+def describe_model_type(config: dict) -> str:
+    mt = str(config.get("model_type") or "?")
+    if mt == "qwen3_tts":
+        return f"a Qwen3-TTS {config.get('tts_model_type', '?')} checkpoint"
+    return _KINDS.get(mt, f"a {mt!r} model")
+
+
+def require_tts_checkpoint(path: str | os.PathLike, *, what: str = "--model",
+                           types: tuple[str, ...] = ("base", "custom_voice", "voice_design")) -> Path:
+    """The local folder of a Qwen3-TTS checkpoint of one of ``types``, identified from ``config.json``
+    alone (no weights are read); a UserError naming what the folder is otherwise."""
+    folder = resolve_checkpoint(path, what=what)
+    config = read_config(folder)
+    if config.get("model_type") != "qwen3_tts":
+        hint = "; pass it as --llm" if config.get("model_type") == "qwen3" else ""
+        raise UserError(f"{what} {folder} is {describe_model_type(config)}, not a Qwen3-TTS checkpoint{hint}")
+    kind = str(config.get("tts_model_type", "base"))
+    if kind not in types:
+        raise UserError(f"{what} {folder} is {describe_model_type(config)}; this needs a "
+                        f"{' or '.join(types)} checkpoint")
+    return folder
+
+
+def require_llm_checkpoint(path: str | os.PathLike, *, what: str = "--llm") -> Path:
+    """The local folder of a causal LM (``model_type`` qwen3, or another LLM), never a TTS checkpoint."""
+    folder = resolve_checkpoint(path, what=what)
+    config = read_config(folder)
+    if str(config.get("model_type", "")).startswith("qwen3_tts"):
+        raise UserError(f"{what} {folder} is {describe_model_type(config)}, not an LLM; pass the Qwen3 LLM "
+                        "(e.g. Qwen3-1.7B) whose FFNs are blended in")
+    return folder
+
+
 # --------------------------------------------------------------------------- reading
 
 

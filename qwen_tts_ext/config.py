@@ -110,23 +110,56 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def _build(cls: type[T], data: dict, where: str = "") -> T:
+    """Build ``cls`` from ``data``; every unknown key and bad value is reported at once (one UserError)."""
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
+    problems: list[UserError] = []
     for key, value in data.items():
         key_n = str(key).replace("-", "_")
         path = f"{where}.{key_n}" if where else key_n
         if key_n not in names:
-            raise UserError(f"unknown config key {path!r}{_suggest(key_n, names)}")
-        kwargs[key_n] = _coerce(value, hints[key_n], path)
+            problems.append(UserError(f"unknown config key {path!r}{_suggest(key_n, names)}"))
+            continue
+        try:
+            kwargs[key_n] = _coerce(value, hints[key_n], path)
+        except UserError as exc:
+            problems.append(exc)
     try:
         obj = cls(**kwargs)
     except TypeError as exc:  # a required field is missing
-        raise UserError(f"{where or cls.__name__}: {exc}") from None
+        raise UserError(*problems, f"{where or cls.__name__}: {exc}") from None
     validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate()
+    if callable(validate):  # the values that did parse are checked too, so every problem shows at once
+        try:
+            validate()
+        except UserError as exc:
+            problems.append(exc)
+    UserError.collect(problems)
     return obj
+
+
+def field_type(cls: type, dotted: str) -> Any:
+    """The annotated type of ``a.b.c`` in the dataclass tree ``cls`` (None if there is no such key)."""
+    tp: Any = cls
+    for part in dotted.replace("-", "_").split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = get_type_hints(tp)
+        if part not in hints:
+            return None
+        tp = hints[part]
+    return tp
+
+
+def is_text_type(tp: Any) -> bool:
+    """True for ``str`` and ``str | None``: CLI values for such keys are kept verbatim, not read as YAML."""
+    if tp is str:
+        return True
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return args == [str]
+    return False
 
 
 def _set_path(data: dict, dotted: str, value: Any) -> None:
@@ -144,20 +177,29 @@ def _set_path(data: dict, dotted: str, value: Any) -> None:
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     """``["a.b=1", "--c=x", "--flag"]`` -> ``[("a.b", 1), ("c", "x"), ("flag", True)]`` (values parsed as YAML)."""
     out = []
+    problems = []
     for item in overrides:
         raw = item[2:] if item.startswith("--") else item
         if "=" not in raw:
             if item.startswith("--"):
                 out.append((raw, True))
                 continue
-            raise UserError(f"override {item!r} must look like key=value (e.g. optim.lr=2e-5)")
+            problems.append(f"override {item!r} must look like key=value (e.g. optim.lr=2e-5)")
+            continue
         key, val = raw.split("=", 1)
-        try:
-            parsed = yaml.safe_load(val) if val != "" else ""
-        except yaml.YAMLError:
-            parsed = val
-        out.append((key.strip(), parsed))
+        out.append((key.strip(), parse_value(val)))
+    UserError.collect(problems)
     return out
+
+
+def parse_value(text: str) -> Any:
+    """A ``key=value`` value as YAML would read it (``1e-5`` and ``[1, 2]`` included); text otherwise."""
+    if text == "":
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def read_yaml(path: str | Path) -> dict:

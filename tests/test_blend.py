@@ -224,17 +224,19 @@ def test_output_safety(tiny_base, tiny_llm, tmp_path, capsys):
         assert rc == 2 and needle in err, err
     assert not (tiny_base / "sub").exists()
     rc, _, err = run(capsys, "--tts", tiny_llm, "--llm", tiny_base, "--output", tmp_path / "x")
-    assert rc == 2 and "swap --tts and --llm" in err
-    rc, _, err = run(capsys, "--tts", tiny_base, "--llm", tiny_llm, "--report", tiny_llm / "mri")
+    assert rc == 2 and "not a Qwen3-TTS checkpoint; pass it as --llm" in err
+    rc, _, err = run(capsys, "--tts", tiny_base, "--llm", tiny_llm, "--report-dir", tiny_llm / "mri")
     assert rc == 2 and "inside the --llm checkpoint" in err and not (tiny_llm / "mri").exists()
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     rc, _, err = run(capsys, "--tts", tiny_base, "--llm", tiny_llm, "--output", out)
-    assert rc == 2 and "--overwrite" in err and (out / "keep.txt").read_text() == "mine"
+    assert rc == 2 and "not written by" in err and (out / "keep.txt").read_text() == "mine"
     rc, _, err = run(capsys, "--tts", tiny_base, "--llm", tiny_llm, "--output", out, "--overwrite")
-    assert rc == 2 and "not a checkpoint folder" in err and (out / "keep.txt").is_file()
-    (out / "config.json").write_text("{}")  # a previous output may be replaced
+    assert rc == 2 and "not written by `qwen-tts-ext blend`" in err and (out / "keep.txt").is_file()
+    (out / "keep.txt").unlink()
+    assert run(capsys, "--tts", tiny_base, "--llm", tiny_llm, "--output", out)[0] == 0  # an empty folder is fine
+    (out / "keep.txt").write_text("mine")  # a previous output of this command may be replaced
     rc, _, err = run(capsys, "--tts", tiny_base, "--llm", tiny_llm, "--output", out, "--overwrite")
     assert rc == 0, err
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
@@ -287,7 +289,7 @@ def test_output_is_a_complete_checkpoint_with_provenance(tiny_base, tiny_llm, tm
 
 def test_mri_report_values_and_heatmap(tiny_base, tiny_llm, tmp_path, capsys):
     rep = tmp_path / "mri"
-    rc, stdout, err = run(capsys, "--tts", tiny_base, "--llm", tiny_llm, "--report", rep)
+    rc, stdout, err = run(capsys, "--tts", tiny_base, "--llm", tiny_llm, "--report-dir", rep)
     assert rc == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mri"]  # report only: no checkpoint
     report = json.loads((rep / "mri.json").read_text())

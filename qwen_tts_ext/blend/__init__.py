@@ -1,5 +1,6 @@
 """Darwin FFN blend: lerp an LLM's FFN weights into the Qwen3-TTS talker.
 
+- ``config``: ``BlendConfig``, the command's settings;
 - ``plan``: tensor mapping, per-layer schedules, compatibility checks (decides, touches no data);
 - ``lerp``: float32 arithmetic with reused buffers and the streaming checkpoint writer;
 - ``mri``: where the parents differ (JSON + heat-map);
@@ -13,12 +14,12 @@ from typing import Any
 
 # Public names, imported on first use (so `darwin_blend.py --help` does not pay for torch).
 _EXPORTS = {
-    "PROJECTIONS": "plan",
+    "PROJECTIONS": "config",
     "BlendPlan": "plan",
     "CompatibilityError": "plan",
     "build_schedule": "plan",
     "make_plan": "plan",
-    "BlendConfig": "pipeline",
+    "BlendConfig": "config",
     "blend_checkpoint": "pipeline",
     "apply_blend_to_model": "runtime",
     "restore_ffn": "runtime",

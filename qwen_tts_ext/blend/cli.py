@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import sys
-
-from qwen_tts_ext.config import load_config
-from qwen_tts_ext.errors import cli_entry
+from qwen_tts_ext.blend.config import BlendConfig
+from qwen_tts_ext.command import Command, Option
 
 DESCRIPTION = """\
 Darwin FFN blend: give a Qwen3-TTS checkpoint some of an LLM's expressiveness without training.
@@ -32,71 +28,48 @@ examples:
   python finetuning/darwin_blend.py --tts out/my-voice --llm Qwen/Qwen3-1.7B --output out/my-voice-darwin
   # look first: the plan, and where the parents differ (MRI heat-map)
   python finetuning/darwin_blend.py --tts out/my-voice --llm ~/models/Qwen3-1.7B --dry-run
-  python finetuning/darwin_blend.py --tts out/my-voice --llm ~/models/Qwen3-1.7B --report mri/
+  python finetuning/darwin_blend.py --tts out/my-voice --llm ~/models/Qwen3-1.7B --report-dir mri/
   # a gradient from 1% at the bottom to 5% at the top, first two layers untouched, gate/up only
   python finetuning/darwin_blend.py --tts A --llm B --output C --alpha-per-layer "[0.01, 0.05]" \\
       --freeze-layers 0-1 --tensors gate,up
   # settings from YAML, overridden on the command line
   python finetuning/darwin_blend.py --config configs/blend.yaml tts=A llm=B output=C alpha=0.05
 
-exit status: 0 success, 2 user error (bad arguments, incompatible parents, existing output), 130 interrupted.
+--overwrite replaces only a previous output of this command; a folder holding anything else is refused.\nexit status: 0 success, 2 user error (bad arguments, incompatible parents, output in the way), 130 interrupted.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="qwen-tts-ext blend", description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config", metavar="FILE", help="YAML file of settings (keys as in configs/blend.yaml)")
-    p.add_argument("--tts", help="Qwen3-TTS checkpoint (the SFT export or a stock one): folder or Hub id")
-    p.add_argument("--llm", help="Qwen3 causal LM with the talker's dimensions: folder or Hub id "
-                   "(single or sharded safetensors)")
-    p.add_argument("--output", "-o", help="folder for the blended checkpoint (must not exist or be empty)")
-    p.add_argument("--alpha", type=float, help="LLM weight for every blended tensor, in [0, 1] (default 0.03)")
-    p.add_argument("--alpha-per-layer", metavar="LIST|FILE",
-                   help="per-layer alphas: one value per layer, or fewer values as gradient anchors "
-                   "interpolated over depth (mergekit style), or {gate: .., up: .., down: ..}; "
-                   "inline YAML/JSON ('[0.01, 0.05]'), comma list, or a .yaml/.json file")
-    p.add_argument("--freeze-layers", metavar="LAYERS", help="layers kept at alpha 0, e.g. 0,1 or 0-3,27")
-    p.add_argument("--tensors", metavar="LIST", help="projections to blend (default gate,up,down)")
-    p.add_argument("--report", nargs="?", const="", metavar="DIR",
-                   help="write the MRI report (mri.json + mri.png heat-map) into DIR (default: the output "
-                   "folder); without --output, only the report is computed")
-    p.add_argument("--dry-run", action="store_true", default=None, help="print the plan and write nothing")
-    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --output that holds a previous checkpoint")
-    p.add_argument("--shard-size", metavar="SIZE",
-                   help="'input' (default: the TTS checkpoint's own files), 'single', or e.g. 2GB")
-    p.add_argument("--no-hash", dest="hash_sources", action="store_false", default=None,
-                   help="skip sha256 of the source weights in the provenance (faster for huge inputs)")
-    p.add_argument("--allow-other-backbones", action="store_true", default=None,
-                   help="accept an LLM whose model_type is not qwen3 (cross-backbone blends are known to fail)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. alpha=0.05")
-    return p
+COMMAND = Command(
+    name="blend", prog="qwen-tts-ext blend", description=DESCRIPTION, epilog=EPILOG, config=BlendConfig,
+    run="qwen_tts_ext.blend.pipeline:run",
+    options=[
+        Option("tts", "--tts", "Qwen3-TTS checkpoint (the SFT export or a stock one): folder or Hub id"),
+        Option("llm", "--llm", "Qwen3 causal LM with the talker's dimensions: folder or Hub id"),
+        Option("output", ("--output", "-o"), "folder for the blended checkpoint (new or empty)"),
+        Option("alpha", "--alpha", "LLM weight for every blended tensor, in [0, 1] (default 0.03)"),
+        Option("alpha_per_layer", "--alpha-per-layer",
+               "per-layer alphas: one value per layer, or fewer values as gradient anchors interpolated over "
+               "depth, or {gate: .., up: .., down: ..}; inline YAML/JSON ('[0.01, 0.05]'), comma list, or a "
+               ".yaml/.json file", metavar="LIST|FILE"),
+        Option("freeze_layers", "--freeze-layers", "layers kept at alpha 0, e.g. 0,1 or 0-3,27", metavar="LAYERS"),
+        Option("tensors", "--tensors", "projections to blend (default gate,up,down)", metavar="LIST"),
+        Option("report", "--report", "also write the MRI report (mri.json + mri.png) into the output folder",
+               switch=True),
+        Option("report_dir", "--report-dir", "write the MRI report into this folder instead; without --output, "
+               "only the report is computed", metavar="DIR"),
+        Option("dry_run", "--dry-run", "print the plan and write nothing", switch=True),
+        Option("overwrite", "--overwrite", "replace a previous output of this command", switch=True),
+        Option("shard_size", "--shard-size", "'input' (default: the TTS checkpoint's own files), 'single', or "
+               "e.g. 2GB", metavar="SIZE"),
+        Option("hash_sources", "--no-hash", "skip sha256 of the source weights in the provenance", switch=False),
+        Option("allow_other_backbones", "--allow-other-backbones",
+               "accept an LLM whose model_type is not qwen3 (cross-backbone blends are known to fail)", switch=True),
+    ],
+)
 
 
-@cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from qwen_tts_ext.blend.pipeline import BlendConfig, blend_checkpoint  # after --help: imports torch
-
-    cfg = load_config(BlendConfig, args.config, args.overrides)
-    flags = {
-        key: getattr(args, key)
-        for key in ("tts", "llm", "output", "alpha", "alpha_per_layer", "freeze_layers", "dry_run", "overwrite",
-                    "shard_size", "hash_sources", "allow_other_backbones")
-        if getattr(args, key) is not None
-    }
-    if args.tensors is not None:
-        flags["tensors"] = [t for t in args.tensors.split(",") if t.strip()]
-    if args.report is not None:
-        flags["report"] = True
-        if args.report:
-            flags["report_dir"] = args.report
-    cfg = dataclasses.replace(cfg, **flags)
-    cfg.check()
-    blend_checkpoint(cfg, progress=sys.stderr.isatty() or None)
-    return 0
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,9 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,107 +27,28 @@ import torch
 import qwen_tts_ext
 from qwen_tts_ext.blend import mri
 from qwen_tts_ext.blend.lerp import stream_blend
+from qwen_tts_ext.blend.config import BlendConfig, parse_size
 from qwen_tts_ext.blend.plan import PROJECTIONS, BlendPlan, make_plan, schedule_summary
 from qwen_tts_ext.checkpoint_io import (
     LazyCheckpoint,
-    atomic_output_dir,
     copy_support_files,
     hf_cache_sha256,
     patch_header_placeholders,
-    resolve_checkpoint,
+    require_llm_checkpoint,
+    require_tts_checkpoint,
     sha256_file_cached,
 )
+from qwen_tts_ext.command import emit
 from qwen_tts_ext.errors import UserError
+from qwen_tts_ext.outputs import check_output_dir, output_dir
+
+COMMAND = "blend"
+LEGACY = {COMMAND: ["darwin_blend.json", "config.json"]}  # outputs written before the marker existed
+REPORT_LEGACY = {COMMAND: ["mri.json"]}
 
 PROVENANCE_FILE = "darwin_blend.json"
 # Written by us into the output; never carried over from a (previously blended) input.
 OWN_FILES = ("README.md", PROVENANCE_FILE, "mri.json", "mri.png")
-
-
-@dataclass
-class BlendConfig:
-    """Settings of ``qwen-tts-ext blend`` (YAML keys = these names; CLI flags map onto them)."""
-
-    tts: str = ""  # Qwen3-TTS checkpoint: local folder or Hub id
-    llm: str = ""  # Qwen3 causal LM with the talker's dimensions: local folder or Hub id
-    output: str = ""  # new checkpoint folder
-    alpha: float = 0.03  # default alpha for every blended tensor
-    alpha_per_layer: Any = None  # list / gradient anchors / {gate: .., up: .., down: ..} / YAML or JSON file
-    freeze_layers: Any = field(default_factory=list)  # layers kept at alpha 0, e.g. [0, 1] or "0-3,27"
-    tensors: list[str] = field(default_factory=lambda: list(PROJECTIONS))  # which projections blend
-    overwrite: bool = False  # replace a non-empty output folder
-    dry_run: bool = False  # print the plan, write nothing
-    report: bool = False  # also write the MRI report (mri.json + mri.png)
-    report_dir: str = ""  # where the report goes (default: the output folder)
-    shard_size: str = "input"  # "input" (mirror the TTS files), "single", or a size like "2GB"
-    hash_sources: bool = True  # sha256 of the parents' weight files in darwin_blend.json
-    allow_other_backbones: bool = False  # permit an LLM whose model_type is not qwen3 (known to fail)
-
-    def check(self) -> None:
-        """Required settings present (called once flags and file are merged, not by ``load_config``)."""
-        if not self.tts:
-            raise UserError("pass --tts (a Qwen3-TTS checkpoint folder or Hub id)")
-        if not self.llm:
-            raise UserError("pass --llm (a Qwen3 causal LM checkpoint folder or Hub id, e.g. Qwen/Qwen3-1.7B)")
-        if not self.output and not self.dry_run and not (self.report and self.report_dir):
-            raise UserError("pass --output DIR (or --dry-run to see the plan, or --report DIR for the MRI alone)")
-        parse_size(self.shard_size)
-
-    def schedule_args(self) -> dict[str, Any]:
-        return {
-            "alpha": self.alpha,
-            "alpha_per_layer": self.alpha_per_layer,
-            "freeze_layers": self.freeze_layers,
-            "tensors": self.tensors,
-        }
-
-
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-
-
-def parse_size(text: str | int) -> int | None:
-    """``"input"`` -> None (mirror the input files), ``"single"`` -> 0 (one file), ``"2GB"`` -> bytes."""
-    if isinstance(text, int):
-        return text
-    t = str(text).strip().upper()
-    if t == "INPUT":
-        return None
-    if t in ("SINGLE", "0"):
-        return 0
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMG]I?B|B)?", t)
-    if not m:
-        raise UserError(f"shard_size: {text!r} is not 'input', 'single' or a size like 2GB / 500MB")
-    return int(float(m.group(1)) * _UNITS[m.group(2) or ""])
-
-
-def _is_within(child: Path, parent: Path) -> bool:
-    try:
-        child.relative_to(parent)
-        return True
-    except ValueError:
-        return False
-
-
-def check_output(output: str, inputs: dict[str, Path], overwrite: bool) -> Path:
-    """Refuse an output that is an input or contains one, or a non-empty folder without ``overwrite``."""
-    out = Path(output).expanduser().resolve()
-    for flag, path in inputs.items():
-        path = path.resolve()
-        if out == path:
-            raise UserError(f"--output {output} is the {flag} checkpoint itself; choose a new folder")
-        if _is_within(path, out):
-            raise UserError(f"--output {output} contains the {flag} checkpoint ({path}); choose another folder")
-        if _is_within(out, path):
-            raise UserError(f"--output {output} is inside the {flag} checkpoint; choose a folder outside it")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--output {output} is a file; choose a folder path")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(f"--output {output} exists and is not empty; pass --overwrite to replace it")
-        if not (out / "config.json").is_file():
-            raise UserError(f"--output {output} is not a checkpoint folder (no config.json); --overwrite only "
-                            "replaces a previous output, so choose a new folder")
-    return out
 
 
 def tensor_table(ck: LazyCheckpoint) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -214,7 +133,7 @@ def reproduce_command(cfg: BlendConfig) -> str:
         value = cfg.alpha_per_layer if isinstance(cfg.alpha_per_layer, str) else json.dumps(cfg.alpha_per_layer)
         parts.append(f"--alpha-per-layer '{value}'")
     if cfg.freeze_layers:
-        fl = cfg.freeze_layers if isinstance(cfg.freeze_layers, str) else ",".join(map(str, cfg.freeze_layers))
+        fl = ",".join(map(str, cfg.freeze_layers)) if isinstance(cfg.freeze_layers, (list, tuple)) else cfg.freeze_layers
         parts.append(f"--freeze-layers {fl}")
     if sorted(cfg.tensors) != sorted(PROJECTIONS):
         parts.append(f"--tensors {','.join(cfg.tensors)}")
@@ -300,8 +219,8 @@ def model_card(plan: BlendPlan, cfg: BlendConfig, provenance: dict) -> str:
     return "\n".join(lines)
 
 
-def _print(msg: str, stream=None) -> None:
-    print(msg, file=stream or sys.stdout, flush=True)
+def _print(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def loud_warning(msg: str) -> None:
@@ -309,21 +228,41 @@ def loud_warning(msg: str) -> None:
     print(f"\n{bar}\nWARNING: {msg}\n{bar}\n", file=sys.stderr, flush=True)
 
 
-def blend_checkpoint(cfg: BlendConfig, *, log: Callable[[str], None] = _print, progress: bool = True) -> dict:
-    """Run the blend described by ``cfg``; return a summary dict (paths, counts, timings)."""
+def run(cfg: BlendConfig) -> int:
+    """``qwen-tts-ext blend``: the blend, with progress on stderr and the results on stdout."""
+    blend_checkpoint(cfg, progress=sys.stderr.isatty() or None, result=emit)
+    return 0
+
+
+def _write_report_dir(report: dict, cfg: BlendConfig) -> tuple[Path, Path]:
+    with output_dir(cfg.report_dir, command=COMMAND, overwrite=cfg.overwrite, flag="--report",
+                    legacy=REPORT_LEGACY) as tmp:
+        mri.write_report(report, tmp)
+    folder = Path(cfg.report_dir).expanduser().absolute()
+    return folder / "mri.json", folder / "mri.png"
+
+
+def blend_checkpoint(cfg: BlendConfig, *, log: Callable[[str], None] = _print, progress: bool | None = True,
+                     result: Callable[[str], None] = _print) -> dict:
+    """Run the blend described by ``cfg``; return a summary dict (paths, counts, timings).
+
+    ``log`` gets notes and progress messages; ``result`` what the user asked for (the plan of a dry
+    run, the MRI summary, what was written).
+    """
     from tqdm.auto import tqdm
 
     cfg.check()
-    tts_dir = resolve_checkpoint(cfg.tts, what="--tts")
-    llm_dir = resolve_checkpoint(cfg.llm, what="--llm")
+    tts_dir = require_tts_checkpoint(cfg.tts, what="--tts")
+    llm_dir = require_llm_checkpoint(cfg.llm, what="--llm")
     if tts_dir == llm_dir:
         raise UserError("--tts and --llm are the same folder")
-    out = check_output(cfg.output, {"--tts": tts_dir, "--llm": llm_dir}, cfg.overwrite) if cfg.output else None
+    inputs = {"--tts": tts_dir, "--llm": llm_dir}
+    out = None
+    if cfg.output:
+        out = check_output_dir(cfg.output, command=COMMAND, overwrite=cfg.overwrite, inputs=inputs, legacy=LEGACY)
     if cfg.report and cfg.report_dir:
-        rd = Path(cfg.report_dir).expanduser().resolve()
-        for flag, path in (("--tts", tts_dir), ("--llm", llm_dir)):
-            if _is_within(rd, path.resolve()):
-                raise UserError(f"--report {cfg.report_dir} is inside the {flag} checkpoint; write the report elsewhere")
+        check_output_dir(cfg.report_dir, command=COMMAND, overwrite=cfg.overwrite, flag="--report", inputs=inputs,
+                         legacy=REPORT_LEGACY)
     max_shard = parse_size(cfg.shard_size)
 
     with LazyCheckpoint(tts_dir) as tts, LazyCheckpoint(llm_dir) as llm:
@@ -336,12 +275,12 @@ def blend_checkpoint(cfg: BlendConfig, *, log: Callable[[str], None] = _print, p
 
         if cfg.dry_run:
             read_llm = sum(llm.nbytes(e.llm_name) for e in plan.active)
-            log(f"TTS {sources_desc['tts']}: {len(tts)} tensors, {tts.total_bytes / 2**30:.2f} GiB in "
+            result(f"TTS {sources_desc['tts']}: {len(tts)} tensors, {tts.total_bytes / 2**30:.2f} GiB in "
                 f"{len(tts.files)} file(s)")
-            log(f"LLM {sources_desc['llm']}: {len(llm)} tensors; {len(plan.active)} FFN tensors read "
+            result(f"LLM {sources_desc['llm']}: {len(llm)} tensors; {len(plan.active)} FFN tensors read "
                 f"({read_llm / 2**30:.2f} GiB)")
-            log(plan.describe())
-            log(f"would write {tts.total_bytes / 2**30:.2f} GiB of weights"
+            result(plan.describe())
+            result(f"would write {tts.total_bytes / 2**30:.2f} GiB of weights"
                 + (f" to {out}" if out else "") + " (dry run: nothing written)")
             return {"dry_run": True, "plan": plan, "alphas": plan.alpha_by_tensor()}
 
@@ -350,9 +289,9 @@ def blend_checkpoint(cfg: BlendConfig, *, log: Callable[[str], None] = _print, p
             stats = mri.measure(plan, tts, llm, progress=bar.update)
             bar.close()
             report = mri.build_report(plan, stats, sources_desc)
-            json_path, png_path = mri.write_report(report, cfg.report_dir)
-            log(mri.format_summary(report))
-            log(f"MRI report: {json_path} and {png_path}")
+            json_path, png_path = _write_report_dir(report, cfg)
+            result(mri.format_summary(report))
+            result(f"MRI report: {json_path} and {png_path}")
             return {"report": report, "report_json": json_path, "report_png": png_path}
 
         support = _dir_bytes(tts_dir, skip_root_weights=True)
@@ -383,15 +322,15 @@ def blend_checkpoint(cfg: BlendConfig, *, log: Callable[[str], None] = _print, p
         except BaseException:
             hasher.cancel()
             raise
-        result, provenance, report, report_paths = written
+        outcome, provenance, report, report_paths = written
 
-    log(f"blended {len(result.blended)} FFN tensors (alpha {min(alpha_map.values()):g}..{max(alpha_map.values()):g}), "
-        f"{result.copied} tensors copied byte for byte, in {result.seconds:.1f} s")
+    result(f"blended {len(outcome.blended)} FFN tensors (alpha {min(alpha_map.values()):g}..{max(alpha_map.values()):g}), "
+        f"{outcome.copied} tensors copied byte for byte, in {outcome.seconds:.1f} s")
     if report is not None:
-        log(mri.format_summary(report))
-        log(f"MRI report: {report_paths[0]} and {report_paths[1]}")
-    log(f"wrote {out}")
-    return {"output": out, "plan": plan, "result": result, "provenance": provenance,
+        result(mri.format_summary(report))
+        result(f"MRI report: {report_paths[0]} and {report_paths[1]}")
+    result(f"wrote {out}")
+    return {"output": out, "plan": plan, "result": outcome, "provenance": provenance,
             "report": report, "report_paths": report_paths}
 
 
@@ -399,7 +338,7 @@ def _write_output(cfg, plan, tts, llm, tts_dir, llm_dir, out, hasher, meta, sour
     """Everything that writes: weights, support files, provenance, card, report (atomically)."""
     from tqdm.auto import tqdm
 
-    with atomic_output_dir(out, overwrite=cfg.overwrite) as tmp:
+    with output_dir(out, command=COMMAND, overwrite=cfg.overwrite, legacy=LEGACY) as tmp:
         copy_support_files(tts_dir, tmp, exclude=OWN_FILES)
         bar = tqdm(total=tts.total_bytes, desc="blend", unit="B", unit_scale=True, unit_divisor=1024,
                    disable=not progress)
@@ -444,10 +383,11 @@ def _write_output(cfg, plan, tts, llm, tts_dir, llm_dir, out, hasher, meta, sour
         report = report_paths = None
         if cfg.report:
             report = mri.build_report(plan, result.stats, sources_desc)
-            report_dir = Path(cfg.report_dir) if cfg.report_dir else tmp
-            report_paths = mri.write_report(report, report_dir)
-    if report_paths and not cfg.report_dir:
-        report_paths = tuple(out / p.name for p in report_paths)
+            if cfg.report_dir:
+                report_paths = _write_report_dir(report, cfg)
+            else:
+                mri.write_report(report, tmp)
+                report_paths = (out / "mri.json", out / "mri.png")
     return result, provenance, report, report_paths
 
 

@@ -35,7 +35,7 @@ import yaml
 
 from qwen_tts_ext.errors import UserError
 
-PROJECTIONS = ("gate", "up", "down")
+from qwen_tts_ext.blend.config import PROJECTIONS  # noqa: E402  (one definition)
 WARN_ALPHA = 0.10  # the published stop-signal failure point
 TTS_FFN = "talker.model.layers.{layer}.mlp.{proj}_proj.weight"
 LLM_FFN = "model.layers.{layer}.mlp.{proj}_proj.weight"
