@@ -22,6 +22,12 @@ from qwen_tts_ext.errors import UserError
 
 _SPACE = re.compile(r"\s+")
 
+# One ``[tag]`` as :func:`parse_script` reads it: a ``[`` that is not escaped as ``\[``, no brackets
+# inside, closed by ``]``; group 1 is the tag as written (strip it for the name). An empty ``[]`` matches
+# too (``parse_script`` reports it as a mistake). Other code that must recognise tag markup (e.g. data
+# prep, which keeps tags out of training transcripts) uses this pattern, not its own.
+TAG_PATTERN = re.compile(r"(?<!\\)\[([^\[\]]*)\]")
+
 
 class TagSyntaxError(UserError):
     """The script's tags are malformed; the message names the column and how to fix it."""
