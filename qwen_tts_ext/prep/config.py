@@ -45,6 +45,11 @@ class PrepareConfig:
     clip_fraction: float = 0.001  # more clipped samples than this -> warning in stats.json
     trim: Literal["none", "vad", "energy"] = "none"  # edge-silence trimming
     trim_margin: float = 0.1  # seconds kept around detected speech
+    # Inline synthesis tags in a transcript ("[Whispering] Don't wake him.", "[Angry]"): trained on as
+    # written, the model learns to read them aloud. "reject" the row (reason markup_in_text), "strip" the
+    # tags (a transcript left empty is empty_text), or "keep" the text verbatim. Changes the prepared
+    # text, so it is part of the dataset fingerprint (not in NON_IDENTITY_FIELDS).
+    text_tags: Literal["reject", "strip", "keep"] = "reject"
 
     # --- speaker embeddings
     ref_mode: Literal["ref", "all"] = "ref"  # "ref": each speaker's ref_audio clips (all its clips if it has none)
@@ -81,6 +86,8 @@ class PrepareConfig:
             raise UserError("clip_fraction must be in [0, 1] and clip_level in (0, 1]")
         if self.trim_margin < 0:
             raise UserError("trim_margin must be >= 0")
+        if self.text_tags not in ("reject", "strip", "keep"):
+            raise UserError(f"text_tags={self.text_tags!r} must be reject, strip or keep")
         self.shard_index()
 
     def shard_index(self) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.prep.audio import Rejected
+from qwen_tts_ext.synthesis.tags import TAG_PATTERN
 
 # ISO codes and common spellings -> qwen_tts language names.
 LANGUAGE_ALIASES = {
@@ -324,6 +325,34 @@ def normalize_text(value: Any) -> str:
     if not any(unicodedata.category(ch)[0] in ("L", "N") for ch in text):
         raise Rejected("non_text", f"the transcript {text[:40]!r} has no letters or digits")
     return text
+
+
+def apply_text_tags(text: str, mode: str) -> str:
+    """Handle inline synthesis tags (``[Whispering]``, ``[Angry]``) in a normalised transcript.
+
+    ``mode`` is ``PrepareConfig.text_tags``: ``"reject"`` raises a ``markup_in_text`` reject naming the
+    first tag, ``"strip"`` removes every tag and re-normalises the text (nothing left -> ``empty_text``,
+    only punctuation left -> ``non_text``), ``"keep"`` returns ``text`` unchanged. A tag is whatever the
+    synthesis script parser reads as one (:data:`qwen_tts_ext.synthesis.tags.TAG_PATTERN`); escaped
+    ``\\[`` brackets are not tags and are left as written.
+    """
+    if mode == "keep":
+        return text
+    tags = [m.group(0) for m in TAG_PATTERN.finditer(text)]
+    if not tags:
+        return text
+    if mode == "reject":
+        more = f" (and {len(tags) - 1} more tag{'s' if len(tags) > 2 else ''})" if len(tags) > 1 else ""
+        raise Rejected("markup_in_text",
+                       f"the transcript contains the tag {tags[0]}{more}, which the model would learn to read "
+                       "aloud; set text_tags=strip to remove tags, or text_tags=keep to train on the text as written")
+    if mode != "strip":
+        raise ValueError(f"unknown text_tags mode {mode!r}")
+    stripped = " ".join(TAG_PATTERN.sub(" ", text).split())
+    if not stripped:
+        raise Rejected("empty_text", f"the transcript is only tag markup ({' '.join(tags)[:60]}); "
+                                     "nothing is left to speak after text_tags=strip")
+    return normalize_text(stripped)
 
 
 def normalize_speaker(value: Any, default: str) -> str:

@@ -18,6 +18,7 @@ from qwen_tts_ext.prep import audio as A
 from qwen_tts_ext.prep.config import PrepareConfig
 from qwen_tts_ext.prep.manifest import (
     ManifestRow,
+    apply_text_tags,
     normalize_instruct,
     normalize_language,
     normalize_speaker,
@@ -58,7 +59,8 @@ def reject_entry(plan_or_row, reject: A.Rejected, kind: str = "clip", path: str 
 
 
 def plan_rows(rows: list[ManifestRow], cfg: PrepareConfig, languages: set[str]) -> list[RowPlan]:
-    """No-I/O validation: transcript, language, missing audio value, duplicate audio paths."""
+    """No-I/O validation: transcript (incl. tag markup, ``cfg.text_tags``), language, missing audio value,
+    duplicate audio paths."""
     plans = []
     first_of: dict[str, int] = {}
     for r in rows:
@@ -68,7 +70,7 @@ def plan_rows(rows: list[ManifestRow], cfg: PrepareConfig, languages: set[str]) 
                 raise r.error
             if r.audio is None:
                 raise A.Rejected("missing_audio", f"the row has no {cfg.audio_column!r} value")
-            p.text = normalize_text(r.text)
+            p.text = apply_text_tags(normalize_text(r.text), cfg.text_tags)
             p.speaker = normalize_speaker(r.speaker, cfg.default_speaker)
             p.language = normalize_language(r.language, cfg.default_language, languages)
             p.instruct = normalize_instruct(r.instruct)

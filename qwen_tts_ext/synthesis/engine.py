@@ -31,6 +31,7 @@ from qwen_tts_ext.constants import FRAME_RATE, SAMPLE_RATE
 from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.synthesis.blending import RuntimeBlend
 from qwen_tts_ext.synthesis.bounds import frame_cap
+from qwen_tts_ext.synthesis.config import SynthesisOptions  # noqa: F401  (re-exported)
 from qwen_tts_ext.synthesis.emotions import EmotionMap, load_emotions
 from qwen_tts_ext.synthesis.joining import Joiner, crossfade_samples
 from qwen_tts_ext.synthesis.tags import parse_script
@@ -38,52 +39,6 @@ from qwen_tts_ext.synthesis.tags import parse_script
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Fallbacks when a checkpoint has no generation_config.json entry (same as qwen_tts).
-_HARD_DEFAULTS = dict(
-    do_sample=True,
-    top_k=50,
-    top_p=1.0,
-    temperature=0.9,
-    repetition_penalty=1.05,
-    subtalker_dosample=True,
-    subtalker_top_k=50,
-    subtalker_top_p=1.0,
-    subtalker_temperature=0.9,
-)
-
-
-@dataclass
-class SynthesisOptions:
-    """Everything that shapes one synthesis besides the model, the voice and the script."""
-
-    language: str = "auto"
-    seed: int = 0
-    # sampling (None = the checkpoint's generation_config.json)
-    do_sample: bool | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-    subtalker_temperature: float | None = None
-    subtalker_top_k: int | None = None
-    subtalker_top_p: float | None = None
-    # bounds and joining
-    cap_margin: float = 2.0
-    cap_slack_seconds: float = 3.0
-    max_segment_seconds: float = 120.0
-    crossfade_ms: float = 40.0
-
-    def sampling(self, defaults: dict[str, Any]) -> dict[str, Any]:
-        """Sampling kwargs for ``generate``: explicit values win, then the checkpoint's defaults."""
-        out = {}
-        for key, hard in _HARD_DEFAULTS.items():
-            value = getattr(self, key, None)
-            out[key] = value if value is not None else defaults.get(key, hard)
-        if self.do_sample is not None:  # greedy talker means greedy sub-talker too
-            out["subtalker_dosample"] = self.do_sample
-        return out
-
-
 @dataclass(frozen=True)
 class Voice:
     """The one voice used for every segment."""
