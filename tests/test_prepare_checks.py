@@ -1,12 +1,15 @@
-"""Data-prep row checks: synthesis tag markup in transcripts (``text_tags``). Through ``--dry-run``
-(decode + validate, no model needed) or the no-I/O ``plan_rows``."""
+"""Data-prep row checks: synthesis tag markup in transcripts (``text_tags``), truncated WAV files, and
+duration checked before silence. All through ``--dry-run`` (decode + validate, no model needed) or the
+no-I/O ``plan_rows``."""
 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from _prep_helpers import read_jsonl
@@ -97,3 +100,45 @@ def test_text_tags_is_part_of_the_dataset_fingerprint(tmp_path):
     prints = {mode: _dry_run(tmp_path, rows, name=f"o_{mode}", text_tags=mode)[2]["fingerprint"]
               for mode in ("reject", "strip", "keep")}
     assert len(set(prints.values())) == 3
+
+
+# --------------------------------------------------------------------------- truncated WAV files
+
+
+def test_truncated_wav_is_rejected_as_truncated(tmp_path):
+    full = _tone(tmp_path / "full.wav", 3.48).read_bytes()  # 16-bit mono 24 kHz: 48000 bytes/s
+    assert full[36:40] == b"data" and len(full) == 44 + 167040
+    (tmp_path / "cut.wav").write_bytes(full[:44 + 60])
+    # streaming writers leave the size unknown (0xFFFFFFFF): that promises nothing, so it is not truncation
+    unknown = bytearray(full)
+    unknown[40:44] = struct.pack("<I", 0xFFFFFFFF)
+    (tmp_path / "stream.wav").write_bytes(bytes(unknown))
+    _tone(tmp_path / "other.wav", 1.0, freq=500)
+    rejects, stats, _ = _dry_run(tmp_path, [{"audio": "cut.wav", "text": "Cut short."},
+                                            {"audio": "stream.wav", "text": "Streamed."},
+                                            {"audio": "other.wav", "text": "Complete."}])
+    assert [(r["row"], r["reason"]) for r in rejects] == [(0, "truncated")]
+    assert "header promises 3.48 s of audio but the file holds 0.00 s" in rejects[0]["message"]
+    assert stats["kept"] == 2
+
+
+# --------------------------------------------------------------------------- duration before silence
+
+
+@pytest.mark.parametrize("amplitude", [0.3, 0.0005], ids=["loud", "quiet"])  # 0.0005 peak ~ -69 dBFS RMS
+def test_50ms_tone_is_too_short_even_when_quiet(tmp_path, amplitude):
+    _tone(tmp_path / "blip.wav", 0.05, amplitude=amplitude)
+    rejects, _, _ = _dry_run(tmp_path, [{"audio": "blip.wav", "text": "Blip."}])
+    assert [r["reason"] for r in rejects] == ["too_short"]
+
+
+@pytest.mark.parametrize("trim", ["none", "energy"])
+def test_2s_digital_silence_is_silent(tmp_path, trim):
+    sf.write(tmp_path / "silence.wav", np.zeros(2 * SR, dtype=np.float32), SR)
+    # a silent clip with one faint burst (-65 dBFS): energy trimming alone would cut it to ~0.2 s
+    faint = np.zeros(2 * SR, dtype=np.float32)
+    faint[SR: SR + SR // 50] = 0.0008 * np.sin(2 * np.pi * 300 * np.arange(SR // 50) / SR)
+    sf.write(tmp_path / "faint.wav", faint, SR, subtype="FLOAT")
+    rejects, _, _ = _dry_run(tmp_path, [{"audio": "silence.wav", "text": "Nothing."},
+                                        {"audio": "faint.wav", "text": "Almost nothing."}], trim=trim)
+    assert [r["reason"] for r in rejects] == ["silent", "silent"]

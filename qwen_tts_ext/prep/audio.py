@@ -10,10 +10,11 @@ Reject codes produced here:
 ``missing_file``  the path does not exist
 ``empty_audio``   0-byte file, or a valid header with no samples
 ``unreadable``    libsndfile cannot decode it (corrupt, unknown format)
+``truncated``     a WAV whose header declares more audio than the file holds (cut copy, still being written)
 ``nan_or_inf``    NaN or infinite samples
 ``silent``        the loudest 50 ms window is below ``silence_db`` dBFS
 ``no_speech``     ``trim="vad"`` found no speech
-``too_short``     shorter than ``min_seconds`` (after trimming)
+``too_short``     shorter than ``min_seconds`` (before or after trimming; checked before silence)
 ``too_long``      longer than ``max_seconds`` (after trimming)
 =============  =========================================================
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,10 +63,68 @@ def _describe(source) -> str:
     return str(source)
 
 
+# A WAV ``data`` chunk size of 0, or this large or larger (0xFFFFFFFF, SoX's 0x7FFFF000, ...), is what
+# streaming writers put in a header when the length is not known yet; it promises nothing.
+_WAV_UNSPECIFIED_SIZE = 0x7FFF0000
+
+
+def wav_truncation(f, file_size: int) -> tuple[float, float] | None:
+    """``(promised_s, held_s)`` when ``f`` (a binary file object at offset 0) is a RIFF/RIFX WAV whose
+    ``data`` chunk declares more audio than the file holds; ``None`` otherwise.
+
+    libsndfile silently decodes what is there, so a cut copy would otherwise surface as ``too_short``
+    (or as a clip missing its last words). Not flagged: other formats, RF64/BW64, a header too damaged
+    to walk (libsndfile judges those), streaming writers' unspecified sizes (``_WAV_UNSPECIFIED_SIZE``),
+    and a shortfall of at most one sample frame or 10 ms (writers that round the size or drop a pad byte).
+    """
+    head = f.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None
+    endian = "<" if head[:4] == b"RIFF" else ">"
+    pos, byte_rate, block_align = 12, 0, 0
+    for _ in range(64):  # chunks before "data": fmt, fact, LIST, bext, JUNK, ...
+        f.seek(pos)
+        hdr = f.read(8)
+        if len(hdr) < 8:
+            return None
+        cid, size = hdr[:4], struct.unpack(endian + "I", hdr[4:])[0]
+        if cid == b"fmt ":
+            fmt = f.read(min(size, 16))
+            if len(fmt) >= 14:
+                byte_rate, block_align = struct.unpack(endian + "IH", fmt[8:14])
+        elif cid == b"data":
+            if byte_rate <= 0 or size == 0 or size >= _WAV_UNSPECIFIED_SIZE:
+                return None
+            held = max(0, file_size - (pos + 8))
+            if size - held <= max(block_align, byte_rate // 100):
+                return None
+            return size / byte_rate, held / byte_rate
+        pos += 8 + size + (size & 1)  # chunks are word-aligned
+    return None
+
+
+def _check_truncated(source, handle) -> None:
+    try:
+        if isinstance(handle, io.BytesIO):
+            found = wav_truncation(handle, len(source))
+            handle.seek(0)
+        else:
+            with open(handle, "rb") as f:
+                found = wav_truncation(f, os.fstat(f.fileno()).st_size)
+    except (OSError, struct.error):
+        return  # let libsndfile report what is wrong with it
+    if found is not None:
+        promised, held = found
+        digits = 2 if f"{promised:.2f}" != f"{held:.2f}" else 3
+        raise AudioError("truncated", f"header promises {promised:.{digits}f} s of audio but the file holds "
+                                      f"{held:.{digits}f} s "
+                                      "(truncated or still being written); re-export or re-copy the file")
+
+
 def read_audio(source: AudioSource) -> tuple[np.ndarray, int]:
     """Decode ``source`` (a path, the encoded file's bytes, or ``(array, sr)``) to ``(float32 [T, C], sr)``.
 
-    Raises :class:`AudioError` with code ``missing_file``, ``empty_audio`` or ``unreadable``.
+    Raises :class:`AudioError` with code ``missing_file``, ``empty_audio``, ``truncated`` or ``unreadable``.
     """
     import soundfile as sf
 
@@ -85,6 +145,7 @@ def read_audio(source: AudioSource) -> tuple[np.ndarray, int]:
         if path.stat().st_size == 0:
             raise AudioError("empty_audio", f"{path} is an empty (0-byte) file")
         handle = str(path)
+    _check_truncated(source, handle)
     try:
         data, sr = sf.read(handle, dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises LibsndfileError / RuntimeError / TypeError
@@ -154,8 +215,8 @@ def load_audio(path: AudioSource, target_sr: int = SAMPLE_RATE) -> np.ndarray:
 
     ``path`` may be a file path (wav, flac, ogg, mp3: whatever the installed libsndfile reads), the
     bytes of such a file, or an ``(array, sample_rate)`` tuple. Raises :class:`AudioError` (a
-    :class:`Rejected`) with a reject code: ``missing_file``, ``empty_audio``, ``unreadable``,
-    ``nan_or_inf``.
+    :class:`Rejected`) with a reject code: ``missing_file``, ``empty_audio``, ``truncated``,
+    ``unreadable``, ``nan_or_inf``.
     """
     return decode(path, target_sr).wav
 
@@ -197,7 +258,7 @@ def loudest_window_db(wav: np.ndarray, sr: int = SAMPLE_RATE, window_s: float = 
 
 def check_audio(wav: np.ndarray, checks: AudioChecks, sr: int = SAMPLE_RATE,
                 source_clipped_fraction: float | None = None) -> AudioReport:
-    """Validate a decoded mono clip; raise :class:`AudioError` (silent/too_short/too_long) or return a report.
+    """Validate a decoded mono clip; raise :class:`AudioError` (too_short/too_long, then silent) or return a report.
 
     ``source_clipped_fraction`` (from :func:`decode`) is used for the clipping warning when given;
     otherwise clipping is measured on ``wav`` itself.
@@ -207,13 +268,15 @@ def check_audio(wav: np.ndarray, checks: AudioChecks, sr: int = SAMPLE_RATE,
         raise AudioError("empty_audio", "no samples left")
     if not np.all(np.isfinite(wav)):
         raise AudioError("nan_or_inf", "NaN/Inf samples")
-    level = loudest_window_db(wav, sr)
-    if level < checks.silence_db:
-        raise AudioError("silent", f"loudest 50 ms is {level:.1f} dBFS (threshold {checks.silence_db:g} dBFS)")
+    # Duration before level: a 50 ms blip is too_short whether or not it is also quiet (a silence verdict
+    # on a clip that short says little, and min_seconds is the rule the user can act on).
     if duration < checks.min_seconds:
         raise AudioError("too_short", f"{duration:.2f} s is shorter than min_seconds={checks.min_seconds:g}")
     if duration > checks.max_seconds:
         raise AudioError("too_long", f"{duration:.2f} s is longer than max_seconds={checks.max_seconds:g}")
+    level = loudest_window_db(wav, sr)
+    if level < checks.silence_db:
+        raise AudioError("silent", f"loudest 50 ms is {level:.1f} dBFS (threshold {checks.silence_db:g} dBFS)")
     peak = float(np.max(np.abs(wav)))
     clipped = (source_clipped_fraction if source_clipped_fraction is not None
                else float(np.count_nonzero(np.abs(wav) >= checks.clip_level)) / len(wav))
