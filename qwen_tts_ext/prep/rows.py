@@ -94,7 +94,15 @@ def process_row(plan: RowPlan, checks: A.AudioChecks, trim: str, trim_margin: fl
         dec = A.decode(plan.row.audio, SAMPLE_RATE, checks.clip_level)
         wav = dec.wav
         res.content_hash = hashlib.sha1(wav.tobytes()).hexdigest()
-        A.check_audio(wav, dataclasses.replace(checks, min_seconds=0.0, max_seconds=math.inf))  # silence first
+        # Checks on the untrimmed clip, in this order:
+        # 1. too_short: trimming only ever shortens, so a clip already under min_seconds is too_short
+        #    whatever its level (a 50 ms blip is not reported as "silent").
+        # 2. silent: decided *before* trimming, because trimming would disguise it: energy trimming is
+        #    relative to the clip's loudest window, so a silent clip with one faint noise burst is cut
+        #    down to the burst and would then read as too_short; vad trimming would raise no_speech.
+        #    (max_seconds waits for the trimmed length: trimming may bring a long clip into range.)
+        # 3. after trimming: the full check (too_short / too_long on the trimmed length, then silence).
+        A.check_audio(wav, dataclasses.replace(checks, max_seconds=math.inf))
         wav = A.trim(wav, trim, SAMPLE_RATE, trim_margin)
         res.report = A.check_audio(wav, checks, source_clipped_fraction=dec.clipped_fraction)
         res.wav = wav
