@@ -71,9 +71,13 @@ def run(out: Path, steps: int) -> int:
     import torch
 
     torch.manual_seed(0)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    from qwen_tts_ext.outputs import check_output_dir, owner, write_marker
+
+    check_output_dir(out, command="demo", overwrite=True, flag="--out")  # never a folder the demo did not make
+    if owner(out) == "demo":
+        shutil.rmtree(out)  # the previous demo's output, replaced on every run
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "demo")
     d = Demo(out)
     base, llm = out / "models" / "tiny-base", out / "models" / "tiny-llm"
     corpus, prep, run_dir = out / "corpus", out / "prepared", out / "sft"
@@ -203,10 +207,16 @@ def run(out: Path, steps: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="End-to-end demo on tiny random checkpoints (CPU, a few minutes).")
-    p.add_argument("--out", default=str(REPO / "demo_out"), help="output folder (replaced)")
+    p.add_argument("--out", default=str(REPO / "demo_out"), help="output folder: new, empty, or a previous demo output (replaced); anything else is refused")
     p.add_argument("--steps", type=int, default=60, help="SFT optimizer steps")
     a = p.parse_args(argv)
-    return run(Path(a.out).resolve(), a.steps)
+    from qwen_tts_ext.errors import UserError, print_user_error
+
+    try:
+        return run(Path(a.out).resolve(), a.steps)
+    except UserError as exc:
+        print_user_error(exc)
+        return 2
 
 
 if __name__ == "__main__":

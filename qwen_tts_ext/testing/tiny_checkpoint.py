@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 from qwen_tts_ext import constants as C
-from qwen_tts_ext.checkpoint_io import atomic_output_dir, drop_empty_model_type
+from qwen_tts_ext.checkpoint_io import drop_empty_model_type
+from qwen_tts_ext.outputs import output_dir
 
 # Byte-level BPE merges that make these words single tokens; "assistant" must be one token because
 # qwen_tts slices the prompt "<|im_start|>assistant\n..." by position (input_id[:, :3]).
@@ -384,7 +385,7 @@ def build_tiny_tts(
 
     spec = spec or TinySpec()
     out_dir = Path(out_dir)
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with output_dir(out_dir, command="make-tiny", overwrite=overwrite) as tmp:
         text_ids = build_text_tokenizer(tmp)
         cfg = tts_config_dict(spec, text_ids)
         config = Qwen3TTSConfig(**{k: v for k, v in cfg.items() if k not in ("model_type", "architectures")})
@@ -457,7 +458,7 @@ def build_tiny_llm(
     )
     params.update(overrides)
     out_dir = Path(out_dir)
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with output_dir(out_dir, command="make-tiny", overwrite=overwrite) as tmp:
         torch.manual_seed(seed)
         model = Qwen3ForCausalLM(Qwen3Config(**params)).to(dtype).eval()
         model.save_pretrained(str(tmp), safe_serialization=True)
