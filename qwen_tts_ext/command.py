@@ -70,7 +70,9 @@ class Option:
     """A flag that sets one config key.
 
     ``switch=None``: the flag takes a value (``--seed 3`` / ``--seed=3``); ``switch=True``/``False``:
-    the flag alone sets the key to that boolean (``--dry-run``, ``--no-hash``).
+    the flag alone sets the key to that boolean (``--dry-run``, ``--no-hash``). ``many=True`` (for a
+    list key): the flag takes every following word up to the next flag or ``key=value``, verbatim,
+    and a repeated flag adds to the list (``--merge a b``, ``--merge a --merge b``).
     """
 
     key: str
@@ -79,6 +81,7 @@ class Option:
     switch: bool | None = None
     metavar: str | None = None
     group: str | None = None
+    many: bool = False
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -125,7 +128,7 @@ class Command:
             extra = f" [{opt.key}]"
             if opt.switch is None:
                 target.add_argument(*opt.names, dest=opt.key, metavar=opt.metavar or opt.key.split(".")[-1].upper(),
-                                    help=(opt.help or "") + extra)
+                                    help=(opt.help or "") + extra, **({"nargs": "+"} if opt.many else {}))
             else:
                 target.add_argument(*opt.names, dest=opt.key, action="store_true", help=(opt.help or "") + extra)
         return p
@@ -167,6 +170,20 @@ class Command:
                         problems.append(f"{name} takes no value (got {name}={inline}); write {name} alone")
                         continue
                     flags.append((opt.key, opt.switch, name))
+                    continue
+                if opt.many:
+                    values = [inline] if eq else []
+                    while not eq and i < len(argv) and argv[i] != "--" and not _OVERRIDE.match(argv[i]) and not (
+                            argv[i].startswith("-") and len(argv[i]) > 1 and not _NUMBER.match(argv[i])):
+                        values.append(argv[i])
+                        i += 1
+                    earlier = next((n for n, f in enumerate(flags) if f[0] == opt.key), None)
+                    if not values:
+                        problems.append(f"{name} needs one or more values ({opt.help or opt.key})")
+                    elif earlier is None:
+                        flags.append((opt.key, values, name))
+                    else:  # a repeated flag adds to the list
+                        flags[earlier] = (opt.key, flags[earlier][1] + values, flags[earlier][2])
                     continue
                 if eq:
                     raw = inline
