@@ -155,7 +155,8 @@ def test_dry_run_reports_without_encoding_then_real_run_replaces_it(corpus, tiny
     out = tmp_path / "o"
     assert main(["--manifest", str(manifest), "--model", str(tiny_base), "--output", str(out), "--dry-run",
                  "--quiet"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["prepare_config.json", "rejects.jsonl", "stats.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".qwen-tts-ext.json", "prepare_config.json", "rejects.jsonl",
+                                                     "stats.json"]
     assert [r["reason"] for r in read_jsonl(out / "rejects.jsonl")] == ["missing_file"]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["dry_run"] is True and stats["kept"] == 4 and stats["hours"] > 0
@@ -237,7 +238,7 @@ def test_output_holding_other_data_is_refused(capsys, tmp_path, corpus, tiny_bas
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     err = _err(capsys, ["--manifest", str(corpus), "--model", str(tiny_base), "--output", str(tmp_path / "busy")])
-    assert "--overwrite" in err and (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+    assert "not written by" in err and (tmp_path / "busy" / "notes.txt").read_text() == "mine"
     # a prepared dataset of other settings
     err = _err(capsys, ["--manifest", str(corpus), "--model", str(tiny_base), "--output", str(reference),
                         "max_seconds=12"])

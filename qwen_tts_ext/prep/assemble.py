@@ -1,22 +1,22 @@
 """Stage 3 of data prep: the finished shards -> one output folder, built in a temporary folder next to
-it and renamed into place (content-duplicate check, per-speaker float32 mean x-vectors, the
-``datasets`` dataset, ``train_with_codes.jsonl``, ``rejects.jsonl``, ``stats.json``)."""
+it and renamed into place by :func:`qwen_tts_ext.outputs.output_dir` (content-duplicate check,
+per-speaker float32 mean x-vectors, the ``datasets`` dataset, ``train_with_codes.jsonl``,
+``rejects.jsonl``, ``stats.json``, and the ``.qwen-tts-ext.json`` marker saying ``prepare`` wrote it)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from qwen_tts_ext.checkpoint_io import publish_dir
 from qwen_tts_ext.config import config_to_dict
 from qwen_tts_ext.errors import UserError
+from qwen_tts_ext.outputs import output_dir
 from qwen_tts_ext.prep.config import PrepareConfig
 from qwen_tts_ext.prep.report import Timing, log, summary, write_jsonl
 from qwen_tts_ext.prep.report import stats as report_stats
@@ -24,10 +24,14 @@ from qwen_tts_ext.prep.rows import clip_stem
 from qwen_tts_ext.prep.shards import WorkDir
 
 FORMAT_VERSION = 1  # of the output folder (prepare_config.json)
+COMMAND = "prepare"  # the command named in the output's marker (qwen_tts_ext.outputs)
+LEGACY = {COMMAND: ["prepare_config.json"]}  # outputs written before the marker existed
 
 
 def assemble(cfg: PrepareConfig, out: Path, work: WorkDir, identity: dict, fingerprint: str, timing: Timing,
-              total_rows: int) -> None:
+             total_rows: int, overwrite: bool = False) -> None:
+    """Build the output folder from the finished shards; ``overwrite``: ``out`` holds a previous
+    ``prepare`` output that may be replaced (anything else there is refused)."""
     from qwen_tts_ext.prep.speakers import cosine_similarity, mean_embedding, save_speakers
 
     records, codes, xvecs, rejects, ref_rejects = [], [], [], [], []
@@ -87,8 +91,7 @@ def assemble(cfg: PrepareConfig, out: Path, work: WorkDir, identity: dict, finge
         similarity[spk] = {"min": round(sims[0][0], 4), "mean": round(float(np.mean([s for s, _ in sims])), 4),
                            "lowest": [[cid, round(s, 4)] for s, cid in sims[:3]]}
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with output_dir(out, command=COMMAND, overwrite=overwrite, legacy=LEGACY) as tmp:
         audio_dir_made = False
         for rec, k in zip(records, shard_of_record):
             if rec["audio_path"].startswith("audio/") and not Path(rec["audio_path"]).is_absolute():
@@ -127,10 +130,6 @@ def assemble(cfg: PrepareConfig, out: Path, work: WorkDir, identity: dict, finge
                 "created_unix": time.time(), "config": config_to_dict(cfg), "identity": identity}
         (tmp / "prepare_config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str),
                                                  encoding="utf-8")
-        publish_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(cfg, summary(out, stats))
 
 

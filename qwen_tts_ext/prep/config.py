@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from qwen_tts_ext.errors import UserError
 
 # Fields that do not change the prepared data (excluded from the dataset fingerprint).
 NON_IDENTITY_FIELDS = ("output", "num_workers", "batch_seconds", "max_batch", "dry_run", "overwrite", "keep_work",
-                       "device", "shard_size", "progress", "embed_threads")
+                       "device", "shard_size", "progress", "embed_threads", "merge")
 
 
 @dataclass
@@ -66,9 +66,11 @@ class PrepareConfig:
 
     # --- behaviour
     dry_run: bool = False  # validate and report; no encoding
-    overwrite: bool = False  # replace an output folder that holds a different dataset
+    overwrite: bool = False  # replace a previous `prepare` output of other inputs or settings
     keep_work: bool = False  # keep the shard work folder after success
     progress: bool = True
+    # Instead of preparing: join the outputs of `shard=i/n` runs (one folder each) into `output`.
+    merge: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         """Check values that are wrong regardless of the files (called by ``load_config`` and ``prepare``)."""

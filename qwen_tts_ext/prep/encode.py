@@ -82,18 +82,28 @@ def padding_ratio(lengths: list[int], batches: list[list[int]]) -> float:
     return 1.0 - (sum(lengths) / total) if total else 0.0
 
 
+def check_tokenizer(path: str | Path) -> Path:
+    """``path`` if it is a 12 Hz speech tokenizer folder, from its ``config.json`` alone (run it before any work)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"speech tokenizer {path} has no config.json; pass --tokenizer DIR (default: MODEL/speech_tokenizer)")
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except ValueError:
+        raise UserError(f"{path / 'config.json'} is not valid JSON") from None
+    if not isinstance(cfg, dict) or cfg.get("model_type") != "qwen3_tts_tokenizer_12hz":
+        found = cfg.get("model_type") if isinstance(cfg, dict) else None
+        raise UserError(f"speech tokenizer {path} is {found!r}; this suite needs the 12 Hz tokenizer "
+                        "(qwen3_tts_tokenizer_12hz)")
+    return path
+
+
 def load_tokenizer(path: str | Path, device: str = "cpu", dtype: str = "float32"):
     """Load a ``Qwen3TTSTokenizer`` (12 Hz) and check it is the 24 kHz / 1920-samples-per-frame kind."""
     import torch
     from qwen_tts import Qwen3TTSTokenizer
 
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise UserError(f"speech tokenizer {path} has no config.json; pass --tokenizer DIR (default: MODEL/speech_tokenizer)")
-    cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    if cfg.get("model_type") != "qwen3_tts_tokenizer_12hz":
-        raise UserError(f"speech tokenizer {path} is {cfg.get('model_type')!r}; this suite needs the 12 Hz tokenizer "
-                        "(qwen3_tts_tokenizer_12hz)")
+    path = check_tokenizer(path)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     try:
         tok = Qwen3TTSTokenizer.from_pretrained(str(path), device_map=device, dtype=torch_dtype)

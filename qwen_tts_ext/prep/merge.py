@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -23,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from qwen_tts_ext.errors import UserError
+from qwen_tts_ext.outputs import check_output_dir, output_dir
+from qwen_tts_ext.prep.assemble import COMMAND, LEGACY
 
 CLIP_VECTORS = "speaker_clips.safetensors"
 
@@ -31,7 +32,11 @@ def _load_meta(part: Path) -> dict:
     path = part / "prepare_config.json"
     if not path.is_file():
         raise UserError(f"{part} is not a prepared folder (no prepare_config.json)")
-    meta = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta["identity"]["manifest"]["slice"], meta["identity"]["manifest"]["rows"]  # noqa: B018 (must exist)
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is not a readable prepare_config.json; is {part} a `prepare` output?") from None
     if meta.get("dry_run"):
         raise UserError(f"{part} is a dry-run report, not a prepared dataset")
     if not (part / CLIP_VECTORS).is_file():
@@ -46,18 +51,34 @@ def _job_key(meta: dict) -> str:
                        ident["manifest"]["sha256"]], sort_keys=True, default=str)
 
 
-def merge_prepared(parts: list[str | os.PathLike], output: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Concatenate slice outputs (in manifest order) into ``output``; return it."""
-    import datasets
-    from safetensors import safe_open
+def _check_output(out: Path, parts: list[Path], overwrite: bool) -> None:
+    """Refuse an output that is, holds or lies in one of the slices, or that is not ours to replace."""
+    real = Path(os.path.realpath(out))
+    for p in parts:
+        rp = Path(os.path.realpath(p))
+        if real == rp:
+            raise UserError(f"--output {out} is one of the --merge folders; choose a new folder for the merged data")
+        if real in rp.parents:
+            raise UserError(f"--output {out} contains the --merge folder {p}; choose a folder outside it")
+        if rp in real.parents:
+            raise UserError(f"--output {out} is inside the --merge folder {p}; choose a folder outside it")
+    check_output_dir(out, command=COMMAND, overwrite=overwrite, legacy=LEGACY)
 
-    from qwen_tts_ext.checkpoint_io import publish_dir
-    from qwen_tts_ext.prep.report import frames_histogram
-    from qwen_tts_ext.prep.speakers import mean_embedding, save_speakers
 
+def merge_prepared(parts: list[str | os.PathLike], output: str | os.PathLike, overwrite: bool = False,
+                   progress: bool = True) -> Path:
+    """Concatenate slice outputs (in manifest order) into ``output``; return it.
+
+    Every check (the output folder, each slice's prepare_config.json, that the slices tile one job's
+    manifest) runs before anything is read or written.
+    """
+    if not str(output).strip():
+        raise UserError("--merge needs --output (the folder for the merged data)")
+    out = Path(os.path.expanduser(str(output))).resolve()
     paths = [Path(os.path.expanduser(str(p))).resolve() for p in parts]
     if len(paths) < 2:
         raise UserError("--merge needs at least two slice folders")
+    _check_output(out, paths, overwrite)
     for p in paths:
         if not p.is_dir():
             raise UserError(f"slice folder {p} does not exist")
@@ -77,10 +98,10 @@ def merge_prepared(parts: list[str | os.PathLike], output: str | os.PathLike, ov
     if cover != total:
         raise UserError(f"slices cover rows 0..{cover} of {total}; a slice is missing")
 
-    out = Path(os.path.expanduser(str(output))).resolve()
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output {out} exists and is not empty; choose another --output or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+    from safetensors import safe_open
+
+    from qwen_tts_ext.prep.speakers import mean_embedding
 
     # per-clip vectors and speaker sources, in manifest order
     clip_vecs: dict[str, np.ndarray] = {}
@@ -100,40 +121,52 @@ def merge_prepared(parts: list[str | os.PathLike], output: str | os.PathLike, ov
         vectors[name] = mean_embedding([clip_vecs[n] for n in names])
         clips[name], sources[name] = names, src
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    was_enabled = is_progress_bar_enabled()
+    if not progress:
+        disable_progress_bar()
     try:
-        ds = datasets.concatenate_datasets([datasets.load_from_disk(str(p / "dataset")) for p in paths])
-        ds.save_to_disk(str(tmp / "dataset"))
-        save_speakers(vectors, clips, tmp, sources)
-        for fname in ("train_with_codes.jsonl", "rejects.jsonl"):
-            with open(tmp / fname, "wb") as dst:
-                for p in paths:
-                    with open(p / fname, "rb") as src_f:
-                        shutil.copyfileobj(src_f, dst)
-        rejects = [json.loads(x) for x in (tmp / "rejects.jsonl").read_text(encoding="utf-8").splitlines() if x]
-        clip_rejects = [r for r in rejects if r.get("kind", "clip") == "clip"]
-        durations = ds["duration"]
-        speakers: dict[str, dict] = defaultdict(lambda: {"clips": 0, "seconds": 0.0})
-        for s, d in zip(ds["speaker"], durations):
-            speakers[s]["clips"] += 1
-            speakers[s]["seconds"] = round(speakers[s]["seconds"] + d, 3)
-        stats = {
-            "manifest_rows": total, "merged_slices": len(paths), "rows": len(ds) + len(clip_rejects),
-            "kept": len(ds), "rejected": len(clip_rejects),
-            "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in clip_rejects).items())),
-            "hours": round(float(sum(durations)) / 3600, 6),
-            "speakers": dict(sorted(speakers.items())),
-            "languages": dict(sorted(Counter(ds["language"]).items())),
-            "frames_histogram": frames_histogram(list(ds["num_frames"])),
-        }
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
-        meta = dict(metas[0])
-        meta["identity"] = dict(meta["identity"], manifest=dict(meta["identity"]["manifest"], slice=[0, total]))
-        meta["merged_from"] = [str(p) for p in paths]
-        meta["created_unix"] = time.time()
-        (tmp / "prepare_config.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-        publish_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with output_dir(out, command=COMMAND, overwrite=overwrite, legacy=LEGACY) as tmp:
+            _write_merged(tmp, paths, metas, total, vectors, clips, sources)
+    finally:
+        if was_enabled and not progress:
+            enable_progress_bar()
     return out
+
+
+def _write_merged(tmp: Path, paths: list[Path], metas: list[dict], total: int, vectors: dict, clips: dict,
+                  sources: dict) -> None:
+    import datasets
+
+    from qwen_tts_ext.prep.report import frames_histogram
+    from qwen_tts_ext.prep.speakers import save_speakers
+
+    ds = datasets.concatenate_datasets([datasets.load_from_disk(str(p / "dataset")) for p in paths])
+    ds.save_to_disk(str(tmp / "dataset"))
+    save_speakers(vectors, clips, tmp, sources)
+    for fname in ("train_with_codes.jsonl", "rejects.jsonl"):
+        with open(tmp / fname, "wb") as dst:
+            for p in paths:
+                with open(p / fname, "rb") as src_f:
+                    shutil.copyfileobj(src_f, dst)
+    rejects = [json.loads(x) for x in (tmp / "rejects.jsonl").read_text(encoding="utf-8").splitlines() if x]
+    clip_rejects = [r for r in rejects if r.get("kind", "clip") == "clip"]
+    durations = ds["duration"]
+    speakers: dict[str, dict] = defaultdict(lambda: {"clips": 0, "seconds": 0.0})
+    for s, d in zip(ds["speaker"], durations):
+        speakers[s]["clips"] += 1
+        speakers[s]["seconds"] = round(speakers[s]["seconds"] + d, 3)
+    stats = {
+        "manifest_rows": total, "merged_slices": len(paths), "rows": len(ds) + len(clip_rejects),
+        "kept": len(ds), "rejected": len(clip_rejects),
+        "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in clip_rejects).items())),
+        "hours": round(float(sum(durations)) / 3600, 6),
+        "speakers": dict(sorted(speakers.items())),
+        "languages": dict(sorted(Counter(ds["language"]).items())),
+        "frames_histogram": frames_histogram(list(ds["num_frames"])),
+    }
+    (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
+    meta = dict(metas[0])
+    meta["identity"] = dict(meta["identity"], manifest=dict(meta["identity"]["manifest"], slice=[0, total]))
+    meta["merged_from"] = [str(p) for p in paths]
+    meta["created_unix"] = time.time()
+    (tmp / "prepare_config.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")

@@ -12,6 +12,12 @@ Stages:
    check, per-speaker float32 means, ``datasets`` dataset, JSONL, stats) and rename it into place
    (:mod:`~qwen_tts_ext.prep.assemble`, :mod:`~qwen_tts_ext.prep.report`).
 
+Everything that can be checked without reading audio is checked before any work: the settings, the
+output folder (:mod:`qwen_tts_ext.outputs`: a file in the way, a folder that is not a previous
+``prepare`` output, an output that holds the inputs), what ``--model``/``--tokenizer``/
+``--speaker-encoder`` are (from ``config.json`` and the safetensors headers), ``--device``, and the
+manifest's columns.
+
 A rerun with the same inputs returns the existing output; a rerun after a kill resumes at the first
 unfinished shard.
 """
@@ -22,8 +28,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,14 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-from qwen_tts_ext.checkpoint_io import publish_dir
+from qwen_tts_ext.command import emit
 from qwen_tts_ext.config import config_to_dict
 from qwen_tts_ext.constants import CODEC_LANGUAGE_IDS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.prep import audio as A
-from qwen_tts_ext.prep.assemble import FORMAT_VERSION, assemble
+from qwen_tts_ext.outputs import check_output_dir, output_dir
+from qwen_tts_ext.prep.assemble import COMMAND, FORMAT_VERSION, LEGACY, assemble
 from qwen_tts_ext.prep.config import NON_IDENTITY_FIELDS, PrepareConfig
-from qwen_tts_ext.prep.manifest import Columns, manifest_fingerprint, read_manifest
+from qwen_tts_ext.prep.manifest import Columns, ManifestRow, manifest_fingerprint, read_manifest
 from qwen_tts_ext.prep.report import Timing, log, summary, write_jsonl
 from qwen_tts_ext.prep.report import stats as report_stats
 from qwen_tts_ext.prep.rows import RowPlan, RowResult, plan_rows, process_row, reject_entry
@@ -96,20 +101,71 @@ class _Models:
     speaker_encoder: object = None
 
 
-def _resolve_paths(cfg: PrepareConfig):
-    from qwen_tts_ext.checkpoint_io import resolve_checkpoint
+def _resolve_paths(cfg: PrepareConfig) -> tuple[Path | None, Path | None, Path | None]:
+    """(model, speech tokenizer, speaker encoder) folders, identified from their config.json and the
+    safetensors headers alone; a UserError for a folder that cannot serve (no weights are read)."""
+    from qwen_tts_ext.checkpoint_io import require_tts_checkpoint, resolve_checkpoint
+    from qwen_tts_ext.prep.encode import check_tokenizer
+    from qwen_tts_ext.prep.speakers import check_speaker_encoder
 
-    model_dir = resolve_checkpoint(cfg.model, what="model") if cfg.model else None
-    if model_dir is not None and not (model_dir / "config.json").is_file():
-        raise UserError(f"model {model_dir} has no config.json; pass a Qwen3-TTS checkpoint folder")
+    model_dir = require_tts_checkpoint(cfg.model, what="--model", **_NO_LLM_FLAG) if cfg.model else None
     if cfg.tokenizer:
-        tok_dir = resolve_checkpoint(cfg.tokenizer, what="tokenizer")
+        tok_dir = check_tokenizer(resolve_checkpoint(cfg.tokenizer, what="--tokenizer"))
     else:
-        tok_dir = model_dir / "speech_tokenizer" if model_dir is not None else None
-    if tok_dir is not None and not (tok_dir / "config.json").is_file():
-        raise UserError(f"speech tokenizer {tok_dir} not found; pass --tokenizer DIR (e.g. a Qwen3-TTS-Tokenizer-12Hz folder)")
-    spk_dir = resolve_checkpoint(cfg.speaker_encoder, what="speaker encoder") if cfg.speaker_encoder else model_dir
+        tok_dir = check_tokenizer(model_dir / "speech_tokenizer") if model_dir is not None else None
+    if cfg.speaker_encoder:
+        spk_dir = require_tts_checkpoint(cfg.speaker_encoder, what="--speaker-encoder", **_NO_LLM_FLAG)
+    else:
+        spk_dir = model_dir
+    if spk_dir is not None:
+        check_speaker_encoder(spk_dir, what="--speaker-encoder" if cfg.speaker_encoder else "--model")
     return model_dir, tok_dir, spk_dir
+
+
+def _no_llm_flag() -> dict:
+    """``require_tts_checkpoint`` may say which flag a Qwen3 LLM belongs to; prepare has none."""
+    import inspect
+
+    from qwen_tts_ext.checkpoint_io import require_tts_checkpoint
+
+    return {"llm_flag": None} if "llm_flag" in inspect.signature(require_tts_checkpoint).parameters else {}
+
+
+_NO_LLM_FLAG = _no_llm_flag()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _real(path: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
+
+
+def _check_manifest_overlap(out: Path, manifest: str) -> None:
+    """Refuse an output folder that is, holds or lies inside the manifest (replacing it would lose inputs)."""
+    m = Path(os.path.expanduser(manifest))
+    if not m.exists():
+        return
+    f, m = _real(out), _real(m)
+    if f == m:
+        raise UserError(f"--output {out} is the --manifest itself; choose a new folder for the prepared data")
+    if f in m.parents:
+        raise UserError(f"--output {out} contains the --manifest ({m}); choose a folder outside it")
+    if m.is_dir() and m in f.parents:
+        raise UserError(f"--output {out} is inside the --manifest dataset folder {m}; choose a folder outside it")
+
+
+def _check_audio_overlap(out: Path, rows: list[ManifestRow]) -> None:
+    """Refuse an existing output folder that holds audio the manifest reads (replacing it would lose it)."""
+    if not out.is_dir():
+        return
+    f = _real(out)
+    for row in rows:
+        for value, what in ((row.audio, "audio"), (row.ref_audio, "ref_audio")):
+            if isinstance(value, str) and _inside(_real(value), f):
+                raise UserError(f"--output {out} holds input audio ({what} of manifest row {row.row}: {value}); "
+                                "choose a new folder for the prepared data")
 
 
 def _columns(cfg: PrepareConfig) -> Columns:
@@ -121,19 +177,42 @@ def _columns(cfg: PrepareConfig) -> Columns:
                    required_optional=explicit)
 
 
+def run(cfg: PrepareConfig) -> int:
+    """``qwen-tts-ext prepare``: prepare (or ``--merge``); the output folder on stdout, logs on stderr."""
+    if cfg.merge:
+        from qwen_tts_ext.prep.merge import merge_prepared
+
+        out = merge_prepared(cfg.merge, cfg.output, overwrite=cfg.overwrite, progress=cfg.progress)
+    else:
+        out = prepare(cfg)
+    emit(str(out))
+    return 0
+
+
 def prepare(cfg: PrepareConfig) -> Path:
     """Run data preparation; return the output folder. Raises ``UserError`` for top-level mistakes."""
     cfg.validate()
     cfg.require_paths()
-    out = Path(os.path.expanduser(cfg.output)).resolve()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output {out} is a file; pass a folder path")
     shard_i, shard_n = cfg.shard_index()
-
-    manifest_path = Path(os.path.expanduser(cfg.manifest))
+    # --- every check that needs no audio, before any work
+    out = Path(os.path.expanduser(cfg.output)).resolve()
     model_dir, tok_dir, spk_dir = _resolve_paths(cfg)
-    languages = _supported_languages(model_dir)
+    _check_manifest_overlap(out, cfg.manifest)
     rows = read_manifest(cfg.manifest, _columns(cfg), cfg.split)
+    _check_audio_overlap(out, rows)
+    inputs = {flag: d for flag, d in (("--model", model_dir), ("--tokenizer", tok_dir), ("--speaker-encoder", spk_dir))
+              if d is not None}
+    # A file in the way, a path under a file, an unwritable parent, a folder holding a model, and a
+    # non-empty folder that is not a previous `prepare` output are refused here (even with --overwrite);
+    # which previous outputs may be replaced is decided below, once the job's fingerprint is known.
+    check_output_dir(out, command=COMMAND, overwrite=True, legacy=LEGACY, inputs=inputs)
+    device = cfg.device
+    if not cfg.dry_run:  # a dry run loads no model
+        from qwen_tts_ext.devices import resolve_device
+
+        device, _ = resolve_device(cfg.device, cfg.dtype)
+    manifest_path = Path(os.path.expanduser(cfg.manifest))
+    languages = _supported_languages(model_dir)
     total_rows = len(rows)
     lo, hi = shard_i * total_rows // shard_n, (shard_i + 1) * total_rows // shard_n
     rows = rows[lo:hi]
@@ -151,11 +230,11 @@ def prepare(cfg: PrepareConfig) -> Path:
     if _check_existing_output(out, fingerprint, cfg):
         log(cfg, f"{out} already holds this prepared dataset (same manifest, model and settings); nothing to do")
         return out
+    replace = out.is_dir() and any(out.iterdir())  # a previous output that _check_existing_output let go
 
     plans = plan_rows(rows, cfg, languages)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if cfg.dry_run:
-        return _dry_run(cfg, out, plans, identity, fingerprint)
+        return _dry_run(cfg, out, plans, identity, fingerprint, replace)
 
     models = _Models()
     from qwen_tts_ext.prep.encode import load_tokenizer
@@ -164,15 +243,15 @@ def prepare(cfg: PrepareConfig) -> Path:
     import torch
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-    models.speaker_encoder = SpeakerEncoder.from_checkpoint(spk_dir, device=cfg.device, dtype=dtype,
+    models.speaker_encoder = SpeakerEncoder.from_checkpoint(spk_dir, device=device, dtype=dtype,
                                                             num_threads=cfg.embed_threads or None)
-    models.tokenizer = load_tokenizer(tok_dir, device=cfg.device, dtype=cfg.dtype)
+    models.tokenizer = load_tokenizer(tok_dir, device=device, dtype=cfg.dtype)
 
     num_shards = max(1, math.ceil(len(plans) / cfg.shard_size))
     work = WorkDir(work_dir_for(out), fingerprint, num_shards).open()
     try:
         timing = _process_shards(cfg, plans, work, models)
-        assemble(cfg, out, work, identity, fingerprint, timing, total_rows)
+        assemble(cfg, out, work, identity, fingerprint, timing, total_rows, overwrite=replace)
     finally:
         work.close()
     if not cfg.keep_work:
@@ -181,8 +260,12 @@ def prepare(cfg: PrepareConfig) -> Path:
 
 
 def _check_existing_output(out: Path, fingerprint: str, cfg: PrepareConfig) -> bool:
-    """True when ``out`` is already this exact dataset. Raise ``UserError`` when it holds something else."""
-    if not out.exists() or not any(out.iterdir()):
+    """True when ``out`` is already this exact dataset. Raise ``UserError`` when it holds another one.
+
+    ``out`` is absent, empty or a previous ``prepare`` output (``check_output_dir`` refused the rest).
+    A previous dry-run report is replaced freely; a dataset of other inputs only with ``overwrite``.
+    """
+    if not out.is_dir() or not any(out.iterdir()):
         return False
     meta_path = out / "prepare_config.json"
     meta = None
@@ -191,17 +274,20 @@ def _check_existing_output(out: Path, fingerprint: str, cfg: PrepareConfig) -> b
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except ValueError:
             meta = None
+    if not isinstance(meta, dict):
+        meta = None
     if (meta is not None and meta.get("fingerprint") == fingerprint and not meta.get("dry_run") and not cfg.dry_run
             and not cfg.overwrite):
         return True
     if cfg.overwrite or (meta is not None and meta.get("dry_run")):
         return False
     if cfg.dry_run and meta is not None:
-        raise UserError(f"output {out} holds a prepared dataset; give the dry run another --output (it writes "
+        raise UserError(f"--output {out} holds a prepared dataset; give the dry run another --output (it writes "
                         "rejects.jsonl + stats.json there)")
     if meta is None:
-        raise UserError(f"output {out} exists and is not a prepared dataset; choose another --output or pass --overwrite")
-    raise UserError(f"output {out} holds a dataset prepared from different inputs or settings; "
+        raise UserError(f"--output {out} holds a previous `prepare` output without a readable prepare_config.json; "
+                        "pass --overwrite to replace it, or choose another --output")
+    raise UserError(f"--output {out} holds a dataset prepared from different inputs or settings; "
                     "choose another --output or pass --overwrite to replace it")
 
 
@@ -340,7 +426,8 @@ class _Done:
 # --------------------------------------------------------------------------- dry run
 
 
-def _dry_run(cfg: PrepareConfig, out: Path, plans: list[RowPlan], identity: dict, fingerprint: str) -> Path:
+def _dry_run(cfg: PrepareConfig, out: Path, plans: list[RowPlan], identity: dict, fingerprint: str,
+             overwrite: bool = False) -> Path:
     """Decode and validate every row, write ``rejects.jsonl`` + ``stats.json`` (+ prepare_config.json) only."""
     from tqdm.auto import tqdm
 
@@ -371,17 +458,12 @@ def _dry_run(cfg: PrepareConfig, out: Path, plans: list[RowPlan], identity: dict
     rejects.sort(key=lambda e: e["row"])
     stats = report_stats(cfg, records, rejects, ref_rejects, int(identity["manifest"]["rows"]), timing)
     stats["dry_run"] = True
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with output_dir(out, command=COMMAND, overwrite=overwrite, legacy=LEGACY, marker={"dry_run": True}) as tmp:
         write_jsonl(tmp / "rejects.jsonl", rejects + ref_rejects)
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
         meta = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "dry_run": True,
                 "created_unix": time.time(), "config": config_to_dict(cfg), "identity": identity}
         (tmp / "prepare_config.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-        publish_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(cfg, "dry run: " + summary(out, stats).replace("prepared", "validated", 1) + "\n  (nothing encoded)")
     return out
 

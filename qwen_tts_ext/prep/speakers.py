@@ -30,7 +30,9 @@ PREFIX = "speaker_encoder."
 
 
 def _weight_files(ckpt: Path, prefix: str) -> dict[str, list[str]]:
-    """Map safetensors file -> the tensor names under ``prefix`` it holds (single file or sharded index)."""
+    """Map safetensors file -> the tensor names under ``prefix`` it holds (single file or sharded index).
+
+    Reads the index or the safetensors header only (no tensors, no torch)."""
     index = ckpt / "model.safetensors.index.json"
     if index.is_file():
         weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
@@ -42,11 +44,36 @@ def _weight_files(ckpt: Path, prefix: str) -> dict[str, list[str]]:
     single = ckpt / "model.safetensors"
     if not single.is_file():
         raise UserError(f"{ckpt} has no model.safetensors (or model.safetensors.index.json); is it a Qwen3-TTS checkpoint?")
-    from safetensors import safe_open
+    from qwen_tts_ext.checkpoint_io import read_safetensors_header
 
-    with safe_open(str(single), framework="pt") as f:
-        names = [k for k in f.keys() if k.startswith(prefix)]
+    names = [k for k in read_safetensors_header(single)[0] if k.startswith(prefix)]
     return {"model.safetensors": names} if names else {}
+
+
+def check_speaker_encoder(path: str | os.PathLike, what: str = "speaker encoder checkpoint"
+                          ) -> tuple[Path, dict, dict[str, list[str]]]:
+    """``(folder, config, {weights file: encoder tensor names})`` of a checkpoint that has a speaker
+    encoder, from ``config.json`` and the safetensors headers alone (cheap: run it before any work).
+
+    Raises ``UserError`` for a checkpoint without one (CustomVoice / VoiceDesign): borrow one from a
+    Base checkpoint with ``--speaker-encoder``.
+    """
+    ckpt = resolve_checkpoint(str(path), what=what)
+    cfg_path = ckpt / "config.json"
+    if not cfg_path.is_file():
+        raise UserError(f"{ckpt} has no config.json; pass a Qwen3-TTS Base checkpoint folder")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise UserError(f"{cfg_path} is not valid JSON") from None
+    files = _weight_files(ckpt, PREFIX)
+    model_type = cfg.get("tts_model_type", "?")
+    if not files or "speaker_encoder_config" not in cfg:
+        raise UserError(
+            f"{ckpt} ({model_type}) has no speaker encoder; pass --speaker-encoder BASE_CKPT "
+            "(a Qwen3-TTS Base checkpoint of the same size) to borrow its encoder"
+        )
+    return ckpt, cfg, files
 
 
 class SpeakerEncoder:
@@ -89,21 +116,7 @@ class SpeakerEncoder:
         from qwen_tts.core.models.modeling_qwen3_tts import Qwen3TTSSpeakerEncoder
         from safetensors import safe_open
 
-        ckpt = resolve_checkpoint(str(path), what="speaker encoder checkpoint")
-        cfg_path = ckpt / "config.json"
-        if not cfg_path.is_file():
-            raise UserError(f"{ckpt} has no config.json; pass a Qwen3-TTS Base checkpoint folder")
-        try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise UserError(f"{cfg_path} is not valid JSON") from None
-        files = _weight_files(ckpt, PREFIX)
-        model_type = cfg.get("tts_model_type", "?")
-        if not files or "speaker_encoder_config" not in cfg:
-            raise UserError(
-                f"{ckpt} ({model_type}) has no speaker encoder; pass --speaker-encoder BASE_CKPT "
-                "(a Qwen3-TTS Base checkpoint of the same size) to borrow its encoder"
-            )
+        ckpt, cfg, files = check_speaker_encoder(path)
         sec = {k: v for k, v in cfg["speaker_encoder_config"].items() if k != "model_type"}
         module = Qwen3TTSSpeakerEncoder(Qwen3TTSSpeakerEncoderConfig(**sec))
         state = {}
