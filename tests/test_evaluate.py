@@ -147,9 +147,12 @@ def test_report_writes_table_json_and_plot(tmp_path):
     assert data["recommendation"]["alpha"] == 0.05 and len(data["rows"]) == 5
     png = paths["png"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    # rewriting replaces the folder atomically, no temp folders left behind
-    write_report(report, tmp_path / "sweep")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
+    assert (tmp_path / "sweep" / ".qwen-tts-ext.json").is_file()  # ours: a later run may replace it
+    # a second report into the same folder needs overwrite; then it replaces the folder atomically
+    with pytest.raises(UserError, match="pass --overwrite"):
+        write_report(report, tmp_path / "sweep")
+    write_report(report, tmp_path / "sweep", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]  # no temp folders left behind
 
 
 def test_markdown_shows_na_for_unmeasured_metrics():
@@ -206,20 +209,19 @@ def test_sweep_blends_each_alpha_from_the_original_and_restores(tiny_base, tiny_
     assert ref == "alpha-0 outputs"
 
 
-def test_evaluate_cli_writes_report_and_skips_missing_asr(tiny_base, tiny_llm, tmp_path, capsys):
+def test_evaluate_cli_writes_report(tiny_base, tiny_llm, tmp_path, capsys):
     from qwen_tts_ext.evaluation.cli import main
     from _synthesis_helpers import write_reference_wav
 
     ref = write_reference_wav(tmp_path / "ref.wav")
     out = tmp_path / "report"
     code = main(["--model", str(tiny_base), "--llm", str(tiny_llm), "--ref-audio", str(ref), "--alphas", "0,0.05",
-                 "--out-dir", str(out), "--asr", str(tmp_path / "no-asr"), "--script", "[Sad] Bye. [Happy] Hi!",
-                 "--save-audio",
-                 "sentences=[Hello there.]", "cap_margin=0.5", "cap_slack_seconds=0.2"])
+                 "--out-dir", str(out), "--script", "[Sad] Bye. [Happy] Hi!", "--save-audio",
+                 "sentences=[Hello there.]", "synthesis.cap_margin=0.5", "synthesis.cap_slack_seconds=0.2"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "CER skipped" in captured.err
-    assert sorted(p.name for p in out.iterdir()) == ["audio", "sweep.json", "sweep.md", "sweep.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".qwen-tts-ext.json", "audio", "sweep.json", "sweep.md",
+                                                     "sweep.png"]
     assert sorted(p.name for p in (out / "audio").iterdir()) == [
         "alpha0.05_s00.wav", "alpha0.05_script.wav", "alpha0_s00.wav", "alpha0_script.wav"]
     data = json.loads((out / "sweep.json").read_text())
@@ -231,13 +233,15 @@ def test_evaluate_cli_writes_report_and_skips_missing_asr(tiny_base, tiny_llm, t
     assert data["recommendation"]["status"] == "baseline-unstable"  # tiny models never stop by EOS
     assert "No blend recommended" in (out / "sweep.md").read_text()
     assert "recommended alpha: none" in captured.out
+    assert captured.out.strip().splitlines()[-1] == f"wrote {out / 'sweep.md'}, sweep.json, sweep.png, audio/"
+    assert "alpha sweep" not in captured.out  # progress goes to stderr
 
 
 @pytest.mark.parametrize(
     "args, fragment",
     [
         (["--alphas", "0,0.03"], "need --llm"),
-        (["--alphas", "0,abc"], "comma-separated numbers"),
+        (["--alphas", "0,abc"], "alphas[1]: expected a number, got 'abc'"),
         (["--alphas", "0,1.5", "--llm", "x"], "alphas must be in [0, 1]"),
         (["--alphas", "0", "--ref-audio", "/nope.wav"], "reference audio /nope.wav does not exist"),
         (["--alphas", "0,0.03", "--llm", "/no/such/llm"], "no such folder"),
@@ -256,7 +260,7 @@ def test_evaluate_custom_voice_with_borrowed_speaker_encoder(tiny_custom_voice, 
     out = tmp_path / "cv-report"
     code = main(["--model", str(tiny_custom_voice), "--speaker", "vivian", "--speaker-encoder", str(tiny_base),
                  "--alphas", "0", "--out-dir", str(out), "script=", "sentences=[Hello there., Good night.]",
-                 "cap_margin=0.5", "cap_slack_seconds=0.2"])
+                 "synthesis.cap_margin=0.5", "synthesis.cap_slack_seconds=0.2"])
     assert code == 0, capsys.readouterr().err
     data = json.loads((out / "sweep.json").read_text())
     (row,) = data["rows"]
@@ -274,8 +278,8 @@ def test_evaluate_base_speakers_file_voice_is_the_similarity_reference(tiny_base
     save_file({"alice": torch.randn(64, generator=torch.Generator().manual_seed(0))}, str(spk))
     out = tmp_path / "r"
     assert main(["--model", str(tiny_base), "--speaker", "alice", "--speakers-file", str(spk), "--alphas", "0",
-                 "--out-dir", str(out), "script=", "sentences=[Hello there.]", "cap_margin=0.5",
-                 "cap_slack_seconds=0.2"]) == 0
+                 "--out-dir", str(out), "script=", "sentences=[Hello there.]", "synthesis.cap_margin=0.5",
+                 "synthesis.cap_slack_seconds=0.2"]) == 0
     data = json.loads((out / "sweep.json").read_text())
     assert data["settings"]["similarity_reference"].startswith("x-vector of alice")
     assert data["rows"][0]["similarity"] is not None

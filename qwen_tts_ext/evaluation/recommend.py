@@ -24,10 +24,19 @@ from qwen_tts_ext.errors import UserError
 
 @dataclass
 class Tolerances:
-    stop: float = 0.05
-    similarity: float = 0.05
-    cer: float = 0.05
-    min_stop_rate: float = 0.8
+    """How far an alpha may fall behind alpha 0 (the ``tolerances`` group of ``qwen-tts-ext evaluate``)."""
+
+    stop: float = 0.05  # allowed drop of the stop rate (absolute)
+    similarity: float = 0.05  # allowed drop of the mean speaker similarity
+    cer: float = 0.05  # allowed rise of the character error rate (with an ASR model)
+    min_stop_rate: float = 0.8  # every alpha, 0 included, must stop by EOS at least this often
+
+    def validate(self) -> None:
+        problems = [f"tolerances.{name} must be >= 0, got {getattr(self, name):g}"
+                    for name in ("stop", "similarity", "cer") if getattr(self, name) < 0]
+        if not 0.0 <= self.min_stop_rate <= 1.0:
+            problems.append(f"tolerances.min_stop_rate must be in [0, 1], got {self.min_stop_rate:g}")
+        UserError.collect(problems)
 
 
 @dataclass

@@ -6,10 +6,13 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+COMMAND = "evaluate"
+# Reports written before the output marker existed are recognised by their files.
+LEGACY = {COMMAND: ["sweep.json", "sweep.md"]}
 
 COLUMNS = [
     ("alpha", "alpha", "{:g}"),
@@ -150,35 +153,31 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def write_report(report: Mapping[str, Any], out_dir: str | Path,
-                 audio_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write ``sweep.md``, ``sweep.json``, ``sweep.png`` (and ``audio/`` if given) into ``out_dir`` atomically.
+def write_report_files(report: Mapping[str, Any], folder: str | Path,
+                       audio_dir: str | Path | None = None) -> dict[str, Path]:
+    """Write ``sweep.md``, ``sweep.json``, ``sweep.png`` (and a copy of ``audio_dir`` as ``audio/``) into ``folder``."""
+    folder = Path(folder)
+    (folder / "sweep.md").write_text(render_markdown(report), encoding="utf-8")
+    (folder / "sweep.json").write_text(
+        json.dumps(_clean(dict(report)), indent=2, ensure_ascii=False, default=_json_default) + "\n", encoding="utf-8"
+    )
+    plot(report, folder / "sweep.png")
+    if audio_dir is not None and Path(audio_dir).is_dir() and Path(audio_dir).resolve() != (folder / "audio").resolve():
+        shutil.copytree(audio_dir, folder / "audio")
+    return {name: folder / f"sweep.{name}" for name in ("md", "json", "png")}
 
-    Everything is written into a temporary folder next to ``out_dir`` first, then moved into place,
-    so an interrupted sweep never leaves a half-written report.
+
+def write_report(report: Mapping[str, Any], out_dir: str | Path, audio_dir: str | Path | None = None, *,
+                 overwrite: bool = False) -> dict[str, Path]:
+    """Write the report folder ``out_dir`` atomically, under the suite's output policy (``qwen_tts_ext.outputs``).
+
+    The files are built in a temp folder beside ``out_dir`` and renamed into place when complete. An
+    existing ``out_dir`` is replaced only when it is a previous ``evaluate`` report and ``overwrite``
+    is set; anything else (a user's folder, a file) is refused and left as it is.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=str(out_dir.parent)))
-    try:
-        (tmp / "sweep.md").write_text(render_markdown(report), encoding="utf-8")
-        (tmp / "sweep.json").write_text(
-            json.dumps(_clean(dict(report)), indent=2, ensure_ascii=False, default=_json_default) + "\n", encoding="utf-8"
-        )
-        plot(report, tmp / "sweep.png")
-        if audio_dir is not None and Path(audio_dir).is_dir():
-            shutil.copytree(audio_dir, tmp / "audio")
-        if out_dir.exists():
-            # replace an existing report folder: move it aside first so the swap is all-or-nothing
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return {name: out_dir / f"sweep.{name}" for name in ("md", "json", "png")}
+    from qwen_tts_ext.outputs import output_dir
+
+    with output_dir(out_dir, command=COMMAND, overwrite=overwrite, flag="--out-dir", legacy=LEGACY) as tmp:
+        write_report_files(report, tmp, audio_dir)
+    final = Path(os.path.abspath(os.path.expanduser(str(out_dir))))
+    return {name: final / f"sweep.{name}" for name in ("md", "json", "png")}

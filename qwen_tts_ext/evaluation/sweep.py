@@ -20,21 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from qwen_tts_ext.evaluation.config import DEFAULT_ALPHAS, DEFAULT_SCRIPT, DEFAULT_SENTENCES  # noqa: F401
 from qwen_tts_ext.evaluation.metrics import cer as char_error_rate
 from qwen_tts_ext.evaluation.metrics import cosine, identity_drift
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ALPHAS = (0.0, 0.01, 0.03, 0.05, 0.10)
-DEFAULT_SENTENCES = (
-    "The quick brown fox jumps over the lazy dog.",
-    "I can't believe you did that without asking me first.",
-    "Please remember to water the plants while I'm away.",
-    "We finally won the championship after ten long years!",
-    "Could you tell me the way to the nearest train station?",
-    "It was a quiet evening, and the rain had just stopped.",
-)
-DEFAULT_SCRIPT = "[Whispering] Don't wake him. [Angry] Why would you do that? [Excited] We won! [Sad] It's over now."
 MIN_EMBED_SECONDS = 0.3
 
 
