@@ -33,7 +33,7 @@ import errno
 import importlib
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterator
 
 from qwen_tts_ext.config import _build, _set_path, field_type, is_text_type, parse_value, read_yaml
@@ -100,6 +100,8 @@ class Command:
     # Free words (not flags, not key=value) are joined into this key (synthesize's script); None: an error.
     text_key: str | None = None
     text_metavar: str = "TEXT"
+    # Short keys accepted in key=value overrides and at the top of a --config file (``seed`` -> ``synthesis.seed``).
+    aliases: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ parsing
 
@@ -216,15 +218,33 @@ class Command:
         """A flag's text as a config value: verbatim for text keys (paths may hold '#', ':'), else as YAML."""
         return raw if is_text_type(field_type(self.config, key)) else parse_value(raw)
 
+    def _canonical(self, key: str) -> str:
+        """An override key as a config key (an alias, e.g. ``seed``, becomes ``synthesis.seed``)."""
+        head, dot, rest = key.partition(".")
+        return self.aliases[head] + dot + rest if head in self.aliases else key
+
+    def _misspelled_alias(self, key: str) -> str | None:
+        """A problem line for an unknown key that is close to an alias (``tempreature`` -> ``temperature``)."""
+        if not self.aliases or "." in key or field_type(self.config, key) is not None:
+            return None
+        close = difflib.get_close_matches(key, [*self.aliases, *(f.name for f in fields(self.config))], n=1)
+        return f"unknown config key {key!r} (did you mean {close[0]!r}?)" if close and close[0] in self.aliases else None
+
     def parse(self, argv: list[str]) -> Any:
         """argv -> the config object, or one ``UserError`` listing every problem found."""
         config_file, flags, overrides, words = self.split_argv(argv)
         data = read_yaml(config_file) if config_file else {}
+        for short in [k for k in data if str(k).replace("-", "_") in self.aliases]:
+            _set_path(data, self.aliases[str(short).replace("-", "_")], data.pop(short))
         problems: list[str] = []
         from_overrides: dict[str, tuple[Any, str]] = {}
         for item in overrides:
             key, _, raw = item.partition("=")
-            key = key.strip().replace("-", "_")
+            key = self._canonical(key.strip().replace("-", "_"))
+            misspelled = self._misspelled_alias(key)
+            if misspelled:
+                problems.append(misspelled)
+                continue
             value = self._typed(key, raw)
             if key in from_overrides and from_overrides[key][0] != value:
                 problems.append(f"{from_overrides[key][1]} and {item} disagree; give {key} once")
