@@ -253,7 +253,7 @@ def test_cli_user_errors_exit_2_with_one_line(tiny_custom_voice, tmp_path, capsy
 
 def test_cli_missing_model_is_a_user_error(tmp_path, capsys):
     assert _run_cli(["--model", str(tmp_path / "nope"), "Hi."]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "no such folder" in capsys.readouterr().err
 
 
 def test_script_launcher_help_runs_from_repo_root():

@@ -31,7 +31,7 @@ from qwen_tts_ext.constants import FRAME_RATE, SAMPLE_RATE
 from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.synthesis.blending import RuntimeBlend
 from qwen_tts_ext.synthesis.bounds import frame_cap
-from qwen_tts_ext.synthesis.config import SynthesisOptions  # noqa: F401  (re-exported)
+from qwen_tts_ext.synthesis.config import SPEAKING_TYPES, SynthesisOptions  # noqa: F401  (re-exported)
 from qwen_tts_ext.synthesis.emotions import EmotionMap, load_emotions
 from qwen_tts_ext.synthesis.joining import Joiner, crossfade_samples
 from qwen_tts_ext.synthesis.tags import parse_script
@@ -157,20 +157,25 @@ class Synthesizer:
         device: str = "cpu",
         dtype: str = "float32",
         emotions: EmotionMap | None = None,
+        *,
+        what: str = "--model",
     ) -> "Synthesizer":
-        """Load a Qwen3-TTS checkpoint folder (or hub id when online)."""
-        path = Path(model_path)
-        if not path.exists() and not _looks_like_hub_id(str(model_path)):
-            raise UserError(f"model {model_path} does not exist (give a Qwen3-TTS checkpoint folder)")
-        if path.exists() and not (path / "config.json").is_file():
-            raise UserError(f"{model_path} is not a Qwen3-TTS checkpoint (no config.json)")
+        """Load a Qwen3-TTS base or custom_voice checkpoint folder (or hub id when online).
+
+        The folder is identified from its ``config.json`` first (``what`` names it in the message), so a
+        Qwen3 LLM or another folder is one clear ``UserError``, not a loader traceback.
+        """
+        from qwen_tts_ext.checkpoint_io import require_tts_checkpoint
+
         if dtype not in _DTYPES:
             raise UserError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        folder = require_tts_checkpoint(model_path, what=what, types=SPEAKING_TYPES)
+        local = Path(model_path).expanduser().exists()
         from qwen_tts import Qwen3TTSModel
 
-        tts = Qwen3TTSModel.from_pretrained(str(model_path), device_map=device, dtype=_DTYPES[dtype])
+        tts = Qwen3TTSModel.from_pretrained(str(folder), device_map=device, dtype=_DTYPES[dtype])
         tts.model.eval()
-        return cls(tts, model_path=str(model_path), emotions=emotions)
+        return cls(tts, model_path=str(model_path if local else folder), emotions=emotions)
 
     @property
     def model_type(self) -> str:
@@ -416,8 +421,3 @@ class Synthesizer:
             )
         sr = segments[0].sample_rate
         return SynthesisResult(audio=joiner.audio, sample_rate=sr, segments=segments, warnings=warnings)
-
-
-def _looks_like_hub_id(s: str) -> bool:
-    parts = s.split("/")
-    return len(parts) == 2 and all(parts) and not s.startswith((".", "/", "~"))
