@@ -161,13 +161,15 @@ def describe_model_type(config: dict) -> str:
 
 
 def require_tts_checkpoint(path: str | os.PathLike, *, what: str = "--model",
-                           types: tuple[str, ...] = ("base", "custom_voice", "voice_design")) -> Path:
+                           types: tuple[str, ...] = ("base", "custom_voice", "voice_design"),
+                           llm_flag: str | None = "--llm") -> Path:
     """The local folder of a Qwen3-TTS checkpoint of one of ``types``, identified from ``config.json``
-    alone (no weights are read); a UserError naming what the folder is otherwise."""
+    alone (no weights are read); a UserError naming what the folder is otherwise. ``llm_flag``: the
+    option a Qwen3 LLM given here belongs to (the message says so), None for a command without one."""
     folder = resolve_checkpoint(path, what=what)
     config = read_config(folder)
     if config.get("model_type") != "qwen3_tts":
-        hint = "; pass it as --llm" if config.get("model_type") == "qwen3" else ""
+        hint = f"; pass it as {llm_flag}" if llm_flag and config.get("model_type") == "qwen3" else ""
         raise UserError(f"{what} {folder} is {describe_model_type(config)}, not a Qwen3-TTS checkpoint{hint}")
     kind = str(config.get("tts_model_type", "base"))
     if kind not in types:
