@@ -385,8 +385,8 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path, tiny_base, prepared3)
     [
         (["train.lrr=1"], "unknown config key 'train.lrr'"),
         (["train.batch_size=two"], "expected an integer"),
-        (["data.path=/nonexistent/prep"], "not found"),
-        (["checkpoint.resume=true"], "holds no checkpoint"),
+        (["data.path=/nonexistent/prep"], "no such folder"),
+        (["checkpoint.resume=true"], "holds no run to resume"),
     ],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path, tiny_base, prepared3, extra, message):
@@ -429,5 +429,5 @@ def test_row_assignment_skips_used_rows_and_errors_past_the_end():
 def test_model_that_is_not_a_tts_checkpoint_is_a_one_line_error(tmp_path, tiny_llm, prepared3):
     r = subprocess.run([sys.executable, str(REPO / "finetuning" / "sft_12hz.py"),
                         *tiny_recipe(tiny_llm, prepared3, tmp_path / "x")], capture_output=True, text=True)
-    assert r.returncode == 2 and "not a Qwen3-TTS checkpoint (model_type 'qwen3')" in r.stderr
+    assert r.returncode == 2 and "is a Qwen3 LLM, not a Qwen3-TTS checkpoint" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()[-1]) < 300

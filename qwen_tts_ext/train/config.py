@@ -105,7 +105,8 @@ class ExportConfig:
 @dataclass
 class SFTConfig:
     model: str = ""  # a Qwen3-TTS 12Hz Base or CustomVoice checkpoint (local dir or hub id)
-    output_dir: str = "runs/sft"
+    output_dir: str = "runs/sft"  # the run folder: new, empty, or this command's own run (resume / overwrite)
+    overwrite: bool = False  # start over in output_dir when it holds a previous run of this command
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -113,7 +114,13 @@ class SFTConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def validate(self) -> None:
+        problems = []
         if not self.model:
-            raise UserError("no model given: set `model` in the config or pass model=PATH")
+            problems.append("no model given: pass --model PATH (or set `model` in the config)")
         if not self.data.path:
-            raise UserError("no dataset given: set `data.path` (the output folder of prepare_data.py)")
+            problems.append("no dataset given: pass --data DIR (the output folder of prepare_data.py)")
+        if not str(self.output_dir).strip():
+            problems.append("no run folder given: pass --output-dir DIR")
+        if self.overwrite and self.checkpoint.resume:
+            problems.append("--overwrite starts the run over and checkpoint.resume=true continues it: choose one")
+        UserError.collect(problems)

@@ -5,7 +5,9 @@ The export holds: the talker (with each fine-tuned speaker's vector in its codec
 (built-in speakers kept), and the base checkpoint's support files (tokenizer, generation config,
 ``speech_tokenizer/``). The Base speaker encoder is left out: a CustomVoice checkpoint has none and
 the stock loader builds none for it. Only the weights are written; the base folder is never copied
-wholesale. The output appears atomically.
+wholesale. The output appears atomically (``outputs.output_dir``): it is built in a temp folder beside
+its destination and renamed into place, with a marker saying ``sft-export`` wrote it; an existing
+folder there is replaced only if it is such an export.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from qwen_tts_ext.train.speaker_lock import SpeakerTable, merged_speaker_config, write_speaker_rows
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+EXPORT_COMMAND = "sft-export"  # the marker of export folders (not "sft": an export is not a run folder)
 
 
 def export_custom_voice(
@@ -36,12 +39,8 @@ def export_custom_voice(
 
     ``state``: a full state dict gathered beforehand (sharded training, e.g. FSDP); default: the model's own.
     """
-    from qwen_tts_ext.checkpoint_io import (
-        atomic_output_dir,
-        copy_support_files,
-        drop_empty_model_type,
-        write_safetensors_sharded,
-    )
+    from qwen_tts_ext.checkpoint_io import copy_support_files, drop_empty_model_type, write_safetensors_sharded
+    from qwen_tts_ext.outputs import output_dir
 
     base_dir = Path(base_dir)
     out_dir = Path(out_dir)
@@ -60,7 +59,7 @@ def export_custom_voice(
                 t = write_speaker_rows(t.float(), table)
             yield name, t.detach().to("cpu", target).contiguous()
 
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with output_dir(out_dir, command=EXPORT_COMMAND, overwrite=overwrite, flag="export") as tmp:
         copy_support_files(base_dir, tmp)
         cfg = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
         cfg["tts_model_type"] = "custom_voice"
@@ -86,10 +85,10 @@ def export_adapter(model, out_dir: str | Path, table: SpeakerTable, *, base: str
     """
     from safetensors.torch import save_file
 
-    from qwen_tts_ext.checkpoint_io import atomic_output_dir
+    from qwen_tts_ext.outputs import output_dir
     from qwen_tts_ext.train.lora import save_adapter
 
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with output_dir(out_dir, command=EXPORT_COMMAND, overwrite=overwrite, flag="export") as tmp:
         save_adapter(model, tmp)
         save_file({n: v.contiguous() for n, v in zip(table.names, table.vectors)}, str(tmp / "speakers.safetensors"))
         (tmp / "speakers.json").write_text(json.dumps({"base": base, "spk_id": table.spk_id()}, indent=2))

@@ -23,6 +23,8 @@ import torch
 from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.train.config import SFTConfig
 from qwen_tts_ext.train.losses import sft_loss
+from qwen_tts_ext.train.preflight import check_inputs, start_run_dir, trainer_state_record
+from qwen_tts_ext.train.preflight import checkpoints as _checkpoints
 
 
 class SFTModule(torch.nn.Module):
@@ -103,32 +105,15 @@ def _scheduler(optimizer, kind: str, warmup: int, total: int):
     return get_constant_schedule_with_warmup(optimizer, warmup)
 
 
-def _checkpoints(ckpt_root: Path) -> list[Path]:
-    if not ckpt_root.is_dir():
-        return []
-    found = [p for p in ckpt_root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / "trainer_state.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
 def load_model(model_path: str, cfg: SFTConfig):
     """Load with the stock loader (processor + speech tokenizer included), weights in the training dtype."""
     from qwen_tts import Qwen3TTSModel
 
-    from qwen_tts_ext.checkpoint_io import resolve_checkpoint
+    from qwen_tts_ext.checkpoint_io import require_tts_checkpoint
 
-    path = resolve_checkpoint(model_path)
-    cfg_file = Path(path) / "config.json"
-    model_type = json.loads(cfg_file.read_text()).get("model_type") if cfg_file.is_file() else None
-    if model_type != "qwen3_tts":
-        found = f"model_type {model_type!r}" if cfg_file.is_file() else "no config.json"
-        raise UserError(f"{path} is not a Qwen3-TTS checkpoint ({found}); pass a Qwen3-TTS 12Hz Base or CustomVoice folder")
+    path = require_tts_checkpoint(model_path, what="--model", types=("base", "custom_voice"), llm_flag=None)
     dtype = torch.bfloat16 if cfg.train.pure_bf16 else torch.float32
     attn = cfg.train.attn_implementation
-    if attn == "flash_attention_2":
-        try:
-            import flash_attn  # noqa: F401
-        except ImportError:
-            raise UserError("train.attn_implementation=flash_attention_2 but flash-attn is not installed; use sdpa") from None
     try:
         tts = Qwen3TTSModel.from_pretrained(str(path), dtype=dtype, attn_implementation=attn)
     except (OSError, ValueError) as exc:
@@ -138,6 +123,9 @@ def load_model(model_path: str, cfg: SFTConfig):
 
 def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
     """Run SFT. Returns a summary (final losses, export path). ``stop_after_steps`` simulates an interruption (tests)."""
+    # ---- validate inputs before anything loads: model identity, data, run folder (preflight.py) ----
+    plan = check_inputs(cfg)
+
     from accelerate import Accelerator
     from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
     from tqdm.auto import tqdm
@@ -147,18 +135,12 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
     from qwen_tts_ext.train.layout import SpecialIds
     from qwen_tts_ext.train.speaker_lock import build_speaker_table, load_speaker_vectors
 
-    out_dir = Path(cfg.output_dir)
+    out_dir = plan.output_dir
     ckpt_root = out_dir / "checkpoints"
     tc = cfg.train
-
-    # ---- validate inputs before any compute ---------------------------------------------------
     hf_ds = load_prepared(cfg.data.path)
     spk_path = Path(cfg.data.speakers) if cfg.data.speakers else Path(cfg.data.path) / "speakers.safetensors"
     vectors = load_speaker_vectors(spk_path)
-    if cfg.checkpoint.resume and not _checkpoints(ckpt_root):
-        raise UserError(f"checkpoint.resume=true but {ckpt_root} holds no checkpoint; drop resume to start fresh")
-    if not cfg.checkpoint.resume and _checkpoints(ckpt_root):
-        raise UserError(f"{ckpt_root} already holds checkpoints: pass checkpoint.resume=true to continue, or a new output_dir")
 
     trackers = [] if cfg.log.tracker == "none" else [cfg.log.tracker]
     accelerator = Accelerator(
@@ -170,8 +152,11 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
     )
     set_seed(tc.seed, device_specific=False)
     main = accelerator.is_main_process
+    accelerator.wait_for_everyone()  # every process has checked the run folder before the main one writes in it
+    if main:
+        start_run_dir(plan)  # marker (new run), or our previous run cleared (overwrite)
 
-    tts, model_dir = load_model(cfg.model, cfg)
+    tts, model_dir = load_model(str(plan.model_dir), cfg)
     model = tts.model
     tconf = model.config.talker_config
     ids = SpecialIds.from_config(model.config)
@@ -236,8 +221,8 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
     state = TrainerState()
     accelerator.register_for_checkpointing(scheduler, state)
 
-    if cfg.checkpoint.resume:
-        latest = _checkpoints(ckpt_root)[-1]
+    if plan.mode == "resume":
+        latest = plan.resume_from  # checked to be this suite's (load_state unpickles its files)
         accelerator.load_state(str(latest))
         accelerator.print(f"resumed from {latest} (step {state.global_step}, epoch {state.epoch})")
 
@@ -268,7 +253,7 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
         accelerator.wait_for_everyone()
         accelerator.save_state(str(tmp), safe_serialization=True)
         if main:
-            (tmp / "trainer_state.json").write_text(json.dumps(state.state_dict()))
+            (tmp / "trainer_state.json").write_text(trainer_state_record(state.state_dict()))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -373,6 +358,18 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     accelerator.end_training()
     return summary
+
+
+def run(cfg: SFTConfig) -> int:
+    """``qwen-tts-ext sft``: train; the export's path is the result (stdout, main process only)."""
+    from accelerate import PartialState
+
+    from qwen_tts_ext.command import emit
+
+    summary = train(cfg)
+    if PartialState().is_main_process:
+        emit(f"export: {summary['export']}")
+    return 0
 
 
 @torch.no_grad()
