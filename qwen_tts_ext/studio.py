@@ -8,49 +8,49 @@ sidecar in ``--output-dir``.
 
     qwen-tts-ext studio --model ckpt/alice-locked --llm Qwen3-1.7B
     qwen-tts-ext studio --models-dir checkpoints/ --port 7861
+
+Its settings are a ``StudioConfig`` (``qwen_tts_ext/synthesis/config.py``: the shared ``runtime`` and
+``synthesis`` groups plus the studio's own keys); every one is checked before the server starts.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import json
+import os
+import socket
 import sys
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qwen_tts_ext.errors import UserError, cli_entry
+from qwen_tts_ext.command import Command, Option
+from qwen_tts_ext.errors import UserError
+from qwen_tts_ext.synthesis.config import SPEAKING_TYPES, STUDIO_ALIASES, StudioConfig
 
 EXAMPLE_SCRIPT = "[Whispering] Don't wake him. [Angry] Why would you do that? [Excited] We won!"
 TABLE_HEADERS = ["#", "tag", "instruction", "text", "s", "frames/cap", "EOS", "RTF"]
 
 
-@dataclass
-class StudioSettings:
-    models: list[str] = field(default_factory=list)
-    models_dir: str = ""
-    llm: str = ""
-    output_dir: str = "outputs/studio"
-    device: str = "cpu"
-    dtype: str = "auto"
-    max_segment_seconds: float = 60.0
-    cap_margin: float = 2.0
-    crossfade_ms: float = 40.0
+def _is_speaking_checkpoint(config_file: Path) -> bool:
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(config, dict) and config.get("model_type") == "qwen3_tts"
+            and str(config.get("tts_model_type", "base")) in SPEAKING_TYPES)
 
 
-def find_checkpoints(settings: StudioSettings) -> list[str]:
-    """``--model`` paths plus every folder under ``--models-dir`` that holds a Qwen3-TTS config.json."""
-    found = list(dict.fromkeys(settings.models))
+def find_checkpoints(settings: StudioConfig) -> list[str]:
+    """``runtime.model`` and ``--model`` paths, plus every folder under ``--models-dir`` whose config.json
+    says it is a Qwen3-TTS base or custom_voice checkpoint."""
+    found = list(dict.fromkeys([m for m in [settings.runtime.model, *settings.models] if m]))
     if settings.models_dir:
-        root = Path(settings.models_dir)
+        root = Path(settings.models_dir).expanduser()
         for cfg in sorted(root.glob("*/config.json")) + sorted(root.glob("*/*/config.json")):
-            try:
-                text = cfg.read_text(encoding="utf-8")
-            except OSError:
-                continue
-            if '"qwen3_tts"' in text and str(cfg.parent) not in found:
+            if _is_speaking_checkpoint(cfg) and str(cfg.parent) not in found:
                 found.append(str(cfg.parent))
     return found
 
@@ -58,7 +58,7 @@ def find_checkpoints(settings: StudioSettings) -> list[str]:
 class Studio:
     """Model cache + the generation callback (UI-independent, so it is testable without a browser)."""
 
-    def __init__(self, settings: StudioSettings):
+    def __init__(self, settings: StudioConfig):
         self.settings = settings
         self._models: dict[str, Any] = {}
         self._lock = threading.Lock()  # one model call at a time; never held across a yield
@@ -70,13 +70,13 @@ class Studio:
             self._run += 1
 
     def synthesizer(self, path: str):
-        from qwen_tts_ext.synthesis.cli import resolve_device
+        from qwen_tts_ext.devices import resolve_device
         from qwen_tts_ext.synthesis.engine import Synthesizer
 
         if not path:
             raise UserError("choose a checkpoint first")
         if path not in self._models:
-            device, dtype = resolve_device(self.settings.device, self.settings.dtype)
+            device, dtype = resolve_device(self.settings.runtime.device, self.settings.runtime.dtype)
             self._models.clear()  # one model in memory at a time
             self._models[path] = Synthesizer.load(path, device=device, dtype=dtype)
         return self._models[path]
@@ -103,7 +103,7 @@ class Studio:
     def run(self, path: str, speaker: str | None, ref_audio: str | None, language: str, script: str, alpha: float,
             llm: str, seed: int, temperature: float | None, greedy: bool):
         """Yield ``(status, segments_so_far, joined_audio, sample_rate, result_or_None, saved_paths_or_None)``."""
-        from qwen_tts_ext.synthesis.engine import SynthesisOptions, SynthesisResult
+        from qwen_tts_ext.synthesis.engine import SynthesisResult
         from qwen_tts_ext.synthesis.joining import Joiner, crossfade_samples
         from qwen_tts_ext.synthesis.output import save_synthesis, timestamped_path
 
@@ -116,10 +116,10 @@ class Studio:
                 ref_audio=ref_audio or None if synth.model_type == "base" else None,
                 speakers_file=(Path(path) / "speakers.safetensors") if synth.model_type == "base" and speaker else None,
             )
-            options = SynthesisOptions(
-                language=language or "auto", seed=int(seed or 0), do_sample=False if greedy else None,
-                temperature=temperature if not greedy else None, cap_margin=self.settings.cap_margin,
-                max_segment_seconds=self.settings.max_segment_seconds, crossfade_ms=self.settings.crossfade_ms,
+            # the UI's choices over the settings' synthesis group (bounds, joining, other sampling knobs)
+            options = dataclasses.replace(
+                self.settings.synthesis, language=language or "auto", seed=int(seed or 0),
+                do_sample=False if greedy else None, temperature=temperature if not greedy else None,
             )
             alpha = float(alpha or 0.0)
             n = len(synth.plan(script, options))
@@ -160,7 +160,7 @@ class Studio:
             blend={k: v for k, v in (blend or {}).items() if k != "alpha_per_tensor"},
             sampling=options.sampling(synth.tts.generate_defaults or {}), source="studio",
         )
-        saved = save_synthesis(result, timestamped_path(self.settings.output_dir, script), meta)
+        saved = save_synthesis(result, timestamped_path(self.settings.output_dir, script), meta, command="studio")
         yield (_status(n, n, warnings, saved[0]), segments, result.audio, result.sample_rate, result, saved)
 
 
@@ -200,7 +200,7 @@ def segment_table(segments) -> str:
     return "\n".join(lines)
 
 
-def waveform_image(audio: np.ndarray, sample_rate: int, segments) -> np.ndarray:
+def waveform_image(audio: np.ndarray, sample_rate: int, segments, crossfade_ms: float = 40.0) -> np.ndarray:
     """An RGB image: the waveform with the segment joins marked, and its mel spectrogram."""
     import librosa
     import matplotlib
@@ -217,7 +217,7 @@ def waveform_image(audio: np.ndarray, sample_rate: int, segments) -> np.ndarray:
     ax1.set_xlim(0, max(len(audio), 1) / sample_rate)
     ax1.set_ylabel("amplitude")
     lengths = [len(s.audio) for s in segments]
-    overlaps = join_overlaps(lengths, crossfade_samples(40.0, sample_rate))
+    overlaps = join_overlaps(lengths, crossfade_samples(crossfade_ms, sample_rate))
     start = 0
     for i, s in enumerate(segments):
         if i > 0:
@@ -241,7 +241,7 @@ def _pcm16(audio: np.ndarray) -> np.ndarray:
     return (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
-def build_app(settings: StudioSettings):
+def build_app(settings: StudioConfig):
     import gradio as gr
 
     studio = Studio(settings)
@@ -275,7 +275,8 @@ def build_app(settings: StudioSettings):
                 total = max(1, len(studio.synthesizer(path).plan(script)))
                 progress(len(segs) / total, desc=f"segment {min(len(segs) + 1, total)}/{total}")
                 audio_out = (sr, _pcm16(audio)) if audio is not None and len(audio) else None
-                image = waveform_image(result.audio, sr, segs) if result is not None else gr.update()
+                image = (waveform_image(result.audio, sr, segs, settings.synthesis.crossfade_ms) if result is not None
+                         else gr.update())
                 yield status, audio_out, segment_table(segs), image, (str(saved[0]) if saved else gr.update())
         except UserError as exc:
             raise gr.Error(str(exc)) from None
@@ -296,11 +297,12 @@ def build_app(settings: StudioSettings):
                 with gr.Row():
                     alpha = gr.Slider(0.0, 0.15, value=0.0, step=0.005, label="Darwin alpha",
                                       info="0.03 typical, 0.05 strongest stable; 0.10 breaks the stop signal")
-                    seed = gr.Number(0, precision=0, label="Seed")
+                    seed = gr.Number(settings.synthesis.seed, precision=0, label="Seed")
                 llm = gr.Textbox(settings.llm, label="LLM for the blend (Qwen3 folder)", visible=True)
                 with gr.Accordion("Sampling", open=False):
-                    temperature = gr.Slider(0.1, 1.5, value=0.9, step=0.05, label="Temperature")
-                    greedy = gr.Checkbox(False, label="Greedy decoding")
+                    temperature = gr.Slider(0.1, 1.5, value=settings.synthesis.temperature or 0.9, step=0.05,
+                                            label="Temperature")
+                    greedy = gr.Checkbox(settings.synthesis.do_sample is False, label="Greedy decoding")
                 with gr.Row():
                     generate = gr.Button("Generate", variant="primary")
                     stop = gr.Button("Stop", variant="stop")
@@ -326,55 +328,121 @@ def build_app(settings: StudioSettings):
     return app
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="qwen-tts-ext studio",
-        description="Browser studio: pick a checkpoint and voice, write a script with [Emotion] tags, set the Darwin "
-        "alpha and seed, and listen segment by segment. Serves on 127.0.0.1 only; results are saved as "
-        "timestamped WAVs with JSON sidecars.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--model", action="append", default=[], help="checkpoint folder to offer (repeatable)")
-    p.add_argument("--models-dir", default="", help="also offer every Qwen3-TTS checkpoint folder under this folder")
-    p.add_argument("--llm", default="", help="default Qwen3 LLM folder for the Darwin alpha slider")
-    p.add_argument("--output-dir", default="outputs/studio", help="where WAVs and sidecars are saved")
-    p.add_argument("--port", type=int, default=7860, help="server port on 127.0.0.1")
-    p.add_argument("--device", default="cpu", help="cpu, cuda:0 or auto")
-    p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto")
-    p.add_argument("--max-segment-seconds", type=float, default=60.0, help="hard frame cap per segment")
-    p.add_argument("--cap-margin", type=float, default=2.0, help="frame cap = margin x expected speech + slack")
-    return p
+DESCRIPTION = """\
+Browser studio: pick a checkpoint and voice, write a script with [Emotion] tags, set the Darwin alpha and
+seed, and listen segment by segment. Serves on 127.0.0.1 only; results are saved as timestamped WAVs with
+JSON sidecars in --output-dir (new files only: nothing there is ever replaced).
+
+Before the server starts, every --model is identified from its config.json, --models-dir is scanned,
+the --llm is checked to be a Qwen3 LLM, the device is resolved, the output folder and the port are checked.
+"""
+
+EPILOG = """\
+examples:
+  qwen-tts-ext studio --model runs/v1/export --llm Qwen/Qwen3-1.7B          # or: python app.py ...
+  qwen-tts-ext studio --model a/ --model b/ --models-dir checkpoints/ --port 7861 seed=7 crossfade_ms=60
+
+KEY=VALUE overrides take the config keys (synthesis.max_segment_seconds=60) or their short names
+(max_segment_seconds=60, device=cuda). The synthesis settings are the defaults of every generation;
+seed, temperature and greedy are the UI's starting values.
+exit status: 0 server stopped, 2 user error (one line, before the server starts), 130 interrupted.
+"""
+
+COMMAND = Command(
+    name="studio", prog="qwen-tts-ext studio", description=DESCRIPTION, epilog=EPILOG, config=StudioConfig,
+    run="qwen_tts_ext.studio:run", aliases=STUDIO_ALIASES,
+    options=[
+        Option("models", "--model", "checkpoint folder(s) to offer (repeatable)", many=True, metavar="DIR"),
+        Option("models_dir", "--models-dir", "also offer every Qwen3-TTS checkpoint folder under this folder"),
+        Option("llm", "--llm", "default Qwen3 LLM folder for the Darwin alpha slider"),
+        Option("output_dir", "--output-dir", "where WAVs and sidecars are saved (default outputs/studio)"),
+        Option("port", "--port", "server port on 127.0.0.1 (default 7860)"),
+        Option("runtime.device", "--device", "cpu, cuda, cuda:N, mps or auto (default cpu)"),
+        Option("runtime.dtype", "--dtype", "float32, bfloat16, float16 or auto"),
+        Option("synthesis.max_segment_seconds", "--max-segment-seconds", "hard frame cap per segment (default 120)"),
+        Option("synthesis.cap_margin", "--cap-margin", "frame cap = margin x expected speech + slack (default 2)"),
+        Option("synthesis.crossfade_ms", "--crossfade-ms", "crossfade between segments (default 40)"),
+    ],
+)
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    for m in args.model:
-        if not (Path(m) / "config.json").is_file():
-            raise UserError(f"--model {m} is not a Qwen3-TTS checkpoint folder (no config.json)")
-    if args.models_dir and not Path(args.models_dir).is_dir():
-        raise UserError(f"--models-dir {args.models_dir} does not exist")
-    if not 0 < args.port < 65536:
-        raise UserError(f"--port must be 1-65535, got {args.port}")
-    settings = StudioSettings(models=args.model, models_dir=args.models_dir, llm=args.llm, output_dir=args.output_dir,
-                              device=args.device, dtype=args.dtype, max_segment_seconds=args.max_segment_seconds,
-                              cap_margin=args.cap_margin)
-    if not find_checkpoints(settings):
-        raise UserError("no checkpoints: pass --model CHECKPOINT_DIR (repeatable) or --models-dir DIR")
-    from qwen_tts_ext.synthesis.cli import _quiet_transformers
+def check_output_folder(path: str) -> Path:
+    """The studio's output folder: new or an existing folder we can write to (files are only added)."""
+    from qwen_tts_ext.outputs import check_parent
 
-    _quiet_transformers()
-    app = build_app(settings)
-    print(f"studio on http://127.0.0.1:{args.port} (outputs in {settings.output_dir})", file=sys.stderr, flush=True)
+    folder = Path(os.path.abspath(os.path.expanduser(path or "")))
+    if not str(path).strip():
+        raise UserError("--output-dir is empty; give a folder for the WAVs")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--output-dir {folder} is a file; choose a folder (the file is left as it is)")
+    if folder.is_dir():
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"--output-dir {folder}: no permission to write there; choose a location you can write to")
+    else:
+        check_parent(folder, "--output-dir")
+    return folder
+
+
+def check_port(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise UserError(f"port {port} on 127.0.0.1 is in use (another studio?); choose another with --port") from None
+
+
+def preflight(cfg: StudioConfig) -> list[str]:
+    """Every check before the server starts; returns the checkpoints to offer."""
+    from qwen_tts_ext.checkpoint_io import require_llm_checkpoint, require_tts_checkpoint
+    from qwen_tts_ext.devices import resolve_device
+
+    named = [("runtime.model", cfg.runtime.model)] if cfg.runtime.model else []
+    for what, model in named + [("--model", m) for m in cfg.models]:
+        require_tts_checkpoint(model, what=what, types=SPEAKING_TYPES)
+    if cfg.models_dir:
+        root = Path(cfg.models_dir).expanduser()
+        if not root.exists():
+            raise UserError(f"--models-dir {cfg.models_dir} does not exist")
+        if not root.is_dir():
+            raise UserError(f"--models-dir {cfg.models_dir} is a file; give the folder that holds checkpoint folders")
+    checkpoints = find_checkpoints(cfg)
+    if not checkpoints:
+        where = f" (none under --models-dir {cfg.models_dir})" if cfg.models_dir else ""
+        raise UserError(f"no checkpoints{where}: pass --model CHECKPOINT_DIR (repeatable) or --models-dir DIR")
+    if cfg.llm:
+        require_llm_checkpoint(cfg.llm, what="--llm")
+    device, dtype = resolve_device(cfg.runtime.device, cfg.runtime.dtype)
+    cfg.runtime = dataclasses.replace(cfg.runtime, device=device, dtype=dtype)
+    check_output_folder(cfg.output_dir)
+    check_port(cfg.port)
+    return checkpoints
+
+
+def launch(cfg: StudioConfig) -> None:
+    """Build the Gradio app and serve it on 127.0.0.1 until interrupted."""
+    from qwen_tts_ext.synthesis.synthesize import quiet_transformers
+
+    quiet_transformers()
+    app = build_app(cfg)
+    print(f"studio on http://127.0.0.1:{cfg.port} (outputs in {cfg.output_dir})", file=sys.stderr, flush=True)
     import gradio as gr
 
     # System fonts: the default theme fetches Google Fonts, which hangs page loads on offline machines.
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "DejaVu Sans Mono", "monospace"])
-    app.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=args.port, share=False,
+    app.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=cfg.port, share=False,
                                                    inbrowser=False, show_error=True, quiet=True, theme=theme,
                                                    footer_links=[])
+
+
+def run(cfg: StudioConfig) -> int:
+    preflight(cfg)
+    launch(cfg)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,10 @@ def _one_torch_thread():
 
 
 def _settings(tmp_path, models, **kw):
-    from qwen_tts_ext.studio import StudioSettings
+    from qwen_tts_ext.synthesis.config import StudioConfig, SynthesisOptions
 
-    return StudioSettings(models=[str(m) for m in models], output_dir=str(tmp_path / "out"), max_segment_seconds=1.5, **kw)
+    return StudioConfig(models=[str(m) for m in models], output_dir=str(tmp_path / "out"),
+                        synthesis=SynthesisOptions(max_segment_seconds=1.5), **kw)
 
 
 def test_studio_run_streams_segments_and_saves_wav_with_sidecar(tiny_custom_voice, tmp_path):
@@ -103,14 +104,15 @@ def test_studio_model_info_and_errors(tiny_custom_voice, tiny_base, tmp_path):
 
 
 def test_find_checkpoints_scans_models_dir(tiny_custom_voice, tiny_base, tmp_path):
-    from qwen_tts_ext.studio import StudioSettings, find_checkpoints
+    from qwen_tts_ext.studio import find_checkpoints
+    from qwen_tts_ext.synthesis.config import StudioConfig
 
     root = tmp_path / "models"
     (root / "a").mkdir(parents=True)
     (root / "a" / "config.json").symlink_to(Path(tiny_base) / "config.json")
     (root / "not-a-model").mkdir()
     (root / "not-a-model" / "config.json").write_text('{"model_type": "qwen3"}')
-    found = find_checkpoints(StudioSettings(models=[str(tiny_custom_voice)], models_dir=str(root)))
+    found = find_checkpoints(StudioConfig(models=[str(tiny_custom_voice)], models_dir=str(root)))
     assert found == [str(tiny_custom_voice), str(root / "a")]
 
 
@@ -118,7 +120,7 @@ def test_find_checkpoints_scans_models_dir(tiny_custom_voice, tiny_base, tmp_pat
     "args, fragment",
     [
         ([], "no checkpoints"),
-        (["--model", "/no/such/dir"], "not a Qwen3-TTS checkpoint folder"),
+        (["--model", "/no/such/dir"], "no such folder"),
         (["--models-dir", "/no/such/dir"], "does not exist"),
     ],
 )
