@@ -63,72 +63,25 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from qwen_tts_ext import released  # noqa: E402  (after the path insert: runs from a checkout)
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "memory.md"
 GB = 1e9
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-@dataclass(frozen=True)
-class Dims:
-    """The dimensions that matter for memory (released config.json values)."""
-
-    name: str
-    hidden: int
-    intermediate: int
-    layers: int = 28
-    heads: int = 16
-    kv_heads: int = 8
-    head_dim: int = 128
-    text_vocab: int = 151936
-    text_hidden: int = 2048
-    codec_vocab: int = 3072
-    code_groups: int = 16
-    cp_hidden: int = 1024
-    cp_intermediate: int = 3072
-    cp_layers: int = 5
-    cp_heads: int = 16
-    cp_kv_heads: int = 8
-    cp_head_dim: int = 128
-    cp_vocab: int = 2048
-    speaker_dim: int = 0  # ECAPA-TDNN output = talker hidden
-
-    def speaker(self) -> int:
-        return self.speaker_dim or self.hidden
-
-
-RELEASED = {
-    "1.7B": Dims("Qwen3-TTS-12Hz-1.7B", hidden=2048, intermediate=6144),
-    "0.6B": Dims("Qwen3-TTS-12Hz-0.6B", hidden=1024, intermediate=3072),
-}
+# The dimensions that matter for memory: qwen_tts_ext/released.py holds the released values (the
+# factory and the blend benchmark build from the same table).
+Dims = released.ModelDims
+RELEASED = {"1.7B": released.DIMS["1.7b"], "0.6B": released.DIMS["0.6b"]}
 
 
 def build_config(d: Dims):
     """A ``Qwen3TTSConfig`` with these dimensions and the released special ids."""
     from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSConfig
 
-    from qwen_tts_ext import constants as C
-
-    talker = dict(
-        vocab_size=d.codec_vocab, hidden_size=d.hidden, intermediate_size=d.intermediate,
-        num_hidden_layers=d.layers, num_attention_heads=d.heads, num_key_value_heads=d.kv_heads,
-        head_dim=d.head_dim, hidden_act="silu", text_hidden_size=d.text_hidden, text_vocab_size=d.text_vocab,
-        num_code_groups=d.code_groups, rope_theta=1000000,
-        rope_scaling={"rope_type": "default", "mrope_section": _mrope_section(d.head_dim), "interleaved": True},
-        spk_id={}, spk_is_dialect={}, codec_language_id=dict(C.CODEC_LANGUAGE_IDS), **C.CODEC_SPECIAL_IDS,
-        code_predictor_config=dict(
-            vocab_size=d.cp_vocab, hidden_size=d.cp_hidden, intermediate_size=d.cp_intermediate,
-            num_hidden_layers=d.cp_layers, num_attention_heads=d.cp_heads, num_key_value_heads=d.cp_kv_heads,
-            head_dim=d.cp_head_dim, num_code_groups=d.code_groups, rope_theta=1000000,
-        ),
-    )
-    return Qwen3TTSConfig(talker_config=talker, speaker_encoder_config={"enc_dim": d.speaker()},
-                          tts_model_type="base", tts_model_size="1b7" if d.hidden >= 2048 else "0b6")
-
-
-def _mrope_section(head_dim: int) -> list[int]:
-    half = head_dim // 2
-    return [half - 2 * (half * 20 // 64), half * 20 // 64, half * 20 // 64]  # [24, 20, 20] for 128
+    return Qwen3TTSConfig(**released.class_kwargs(released.build_tts_config(d)))
 
 
 def build_model(d: Dims, device: str = "meta"):

@@ -49,6 +49,18 @@ def test_released_1_7b_counts_match_known_totals(mt, released):
     assert c.lora_talker[16] == 28 * per_layer
 
 
+def test_dimensions_come_from_released_py(mt, released):
+    from qwen_tts_ext import released as R
+
+    # one table of released facts: the memory table holds no private copy
+    assert mt.RELEASED == {"1.7B": R.DIMS["1.7b"], "0.6B": R.DIMS["0.6b"]} and mt.Dims is R.ModelDims
+    _, counts = released
+    assert {name: c.total for name, c in counts.items()} == {"1.7B": R.PARAMETERS["1.7b"], "0.6B": R.PARAMETERS["0.6b"]}
+    cfg = mt.build_config(mt.RELEASED["0.6B"])
+    assert cfg.im_start_token_id == 151644 and cfg.talker_config.codec_eos_token_id == 2150
+    assert cfg.speaker_encoder_config.enc_dim == 1024 and cfg.tts_model_size == "0b6"
+
+
 def test_released_0_6b_projects_text(mt, released):
     models, counts = released
     m = models["0.6B"]
