@@ -124,10 +124,35 @@ def test_llm_matches_talker_ffn_shapes(tiny_base, tiny_llm):
                     fl.get_slice(f"model.layers.{n}.mlp.{proj}.weight").get_shape()
 
 
+def test_seed_0_tiny_weights_are_pinned(tiny_base):
+    """The tiny factory's weights are a contract: every test's numbers rest on them. Builds share
+    config builders with the released shapes (qwen_tts_ext/released.py); a change there that moved
+    a tiny weight would show here. (Update the hash only for an intended change of the tiny models.)"""
+    import hashlib
+
+    digest = hashlib.sha256((tiny_base / "model.safetensors").read_bytes()).hexdigest()
+    assert digest == "bd4e5afadce81333fa088cff584bce6c916b2a827c1c56d29a4e800af618b877"
+
+
+def test_cli_refuses_tiny_dimensions_with_a_released_shape(tmp_path, capsys):
+    from qwen_tts_ext.cli import main as cli_main
+    from qwen_tts_ext.testing.tiny_checkpoint import main
+
+    out = tmp_path / "x"
+    assert main(["tts", str(out), "--shape", "0.6b", "--hidden-size", "32"]) == 2
+    assert "--hidden-size" in capsys.readouterr().err
+    assert cli_main(["make-tiny", "tts", str(out), "--shape", "1.7b", "--variant", "0.6b"]) == 2
+    assert "--variant" in capsys.readouterr().err
+    assert main(["tts", str(out), "--shape", "0.6b", "--layers", "29"]) == 2
+    assert "layers" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_cli_builds_and_refuses_to_clobber(tmp_path):
     out = tmp_path / "cli"
     cmd = [sys.executable, "-m", "qwen_tts_ext.testing.tiny_checkpoint", "tts", str(out), "--type", "custom_voice"]
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     assert (out / "speech_tokenizer" / "preprocessor_config.json").is_file()
     again = subprocess.run(cmd, capture_output=True, text=True)
-    assert again.returncode == 2 and "not empty" in again.stderr and "Traceback" not in again.stderr
+    # the output policy (qwen_tts_ext.outputs): a previous make-tiny folder is replaced only with --overwrite
+    assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr

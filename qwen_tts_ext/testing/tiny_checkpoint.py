@@ -13,9 +13,15 @@ Variants mirror the released family:
 - ``0.6b``: text_hidden_size != hidden_size (``talker.text_projection`` really projects),
   code predictor as wide as the talker (the projection is an Identity), ``tts_model_size`` "0b6".
 
-Command line::
+``build_released_tts`` builds the *released* shapes instead (``0.6b`` / ``1.7b`` from
+:mod:`qwen_tts_ext.released`: real width, the 151,936-row text vocabulary, real heads, code
+predictor and speaker encoder, optionally fewer talker layers) with random weights streamed from a
+``meta``-device model, for memory, speed and loader checks at real size.
+
+Command line (also ``qwen-tts-ext make-tiny ...``)::
 
     python -m qwen_tts_ext.testing.tiny_checkpoint tts OUT_DIR [--type base|custom_voice] [--variant 1.7b|0.6b]
+    python -m qwen_tts_ext.testing.tiny_checkpoint tts OUT_DIR --shape 0.6b|1.7b [--layers N] [--type ...]
     python -m qwen_tts_ext.testing.tiny_checkpoint llm OUT_DIR --like TTS_DIR
 """
 
@@ -31,6 +37,7 @@ from pathlib import Path
 import torch
 
 from qwen_tts_ext import constants as C
+from qwen_tts_ext import released as R
 from qwen_tts_ext.checkpoint_io import drop_empty_model_type
 from qwen_tts_ext.outputs import output_dir
 
@@ -70,6 +77,17 @@ class TinySpec:
             return self.code_predictor_hidden_size
         return self.hidden_size // 2 if self.variant == "1.7b" else self.hidden_size
 
+    def dims(self) -> R.ModelDims:
+        """These dimensions as :class:`qwen_tts_ext.released.ModelDims` (the config builder's input)."""
+        return R.ModelDims(
+            f"tiny-{self.variant}", hidden=self.hidden_size, intermediate=self.intermediate_size,
+            layers=self.num_hidden_layers, heads=self.num_attention_heads, kv_heads=self.num_key_value_heads,
+            head_dim=self.head_dim, text_vocab=TEXT_VOCAB_SIZE, text_hidden=self.text_hidden,
+            cp_hidden=self.cp_hidden, cp_intermediate=2 * self.cp_hidden, cp_layers=self.code_predictor_layers,
+            cp_heads=self.num_attention_heads, cp_kv_heads=self.num_key_value_heads, cp_head_dim=self.head_dim,
+            speaker_dim=self.hidden_size, model_size="0b6" if self.variant == "0.6b" else "1b7",
+        )
+
     def validate(self) -> None:
         if self.variant not in ("1.7b", "0.6b"):
             raise ValueError(f"variant must be '1.7b' or '0.6b', got {self.variant!r}")
@@ -77,13 +95,6 @@ class TinySpec:
             raise ValueError(f"tts_model_type must be 'base' or 'custom_voice', got {self.tts_model_type!r}")
         if self.head_dim % 2 or self.head_dim < 8:
             raise ValueError("head_dim must be even and >= 8 (mrope needs three sections)")
-
-
-def _mrope_section(head_dim: int) -> list[int]:
-    """Three sections summing to head_dim / 2, shaped like the released [24, 20, 20] for 128."""
-    half = head_dim // 2
-    rest = half - 2 * (half * 20 // 64)
-    return [rest, half * 20 // 64, half * 20 // 64]
 
 
 # --------------------------------------------------------------------------- text tokenizer
@@ -94,8 +105,14 @@ def _text_special_ids() -> dict[str, int]:
     return {tok: base + i for i, tok in enumerate(C.TEXT_SPECIAL_TOKENS)}
 
 
-def build_text_tokenizer(out_dir: str | os.PathLike) -> dict[str, int]:
-    """Write a tiny byte-level BPE Qwen2 tokenizer into ``out_dir``; return the special-token ids."""
+def build_text_tokenizer(out_dir: str | os.PathLike, special_ids: dict[str, int] | None = None) -> dict[str, int]:
+    """Write a tiny byte-level BPE Qwen2 tokenizer into ``out_dir``; return the special-token ids.
+
+    ``special_ids`` places the special tokens (default: just above the tiny vocabulary). With
+    :data:`qwen_tts_ext.released.TEXT_SPECIAL_IDS` the tokenizer covers the released id range: the
+    ids below the first special are unused placeholders (same byte-level merges), the ids between
+    specials are reserved special tokens, so ``<|im_start|>`` is 151644 and ``<|tts_eos|>`` 151673.
+    """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import Qwen2TokenizerFast
 
@@ -111,7 +128,7 @@ def build_text_tokenizer(out_dir: str | os.PathLike) -> dict[str, int]:
                 merges.append((cur, ch))
                 vocab[merged] = len(vocab)
             cur = merged
-    specials = _text_special_ids()
+    specials = dict(special_ids or _text_special_ids())
     if len(vocab) >= min(specials.values()):
         raise RuntimeError("tiny text vocabulary overflows into the special-token range")
     # Fill the gap so ids are dense up to the specials (unused placeholder tokens).
@@ -133,7 +150,9 @@ def build_text_tokenizer(out_dir: str | os.PathLike) -> dict[str, int]:
     tok.decoder = decoders.ByteLevel()
     from tokenizers import AddedToken
 
-    added = sorted(specials.items(), key=lambda kv: kv[1])
+    by_id = {i: t for t, i in specials.items()}
+    # every id from the first special to the last: a gap between specials gets a reserved token
+    added = [(by_id.get(i, f"<|reserved_{i}|>"), i) for i in range(min(by_id), max(by_id) + 1)]
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, _ in added])
     for t, i in added:
         if tok.token_to_id(t) != i:
@@ -290,45 +309,9 @@ def build_speech_tokenizer(out_dir: str | os.PathLike, seed: int = 0) -> None:
 
 
 def tts_config_dict(spec: TinySpec, text_ids: dict[str, int]) -> dict:
-    """The full ``config.json`` of a tiny Qwen3-TTS checkpoint, laid out like the released ones."""
+    """The full ``config.json`` of a tiny Qwen3-TTS checkpoint, laid out like the released ones
+    (:func:`qwen_tts_ext.released.build_tts_config` with the tiny dimensions and speaker encoder)."""
     spec.validate()
-    custom = spec.tts_model_type == "custom_voice"
-    spk_id = dict(spec.builtin_speakers) if custom else {}
-    talker = {
-        "vocab_size": C.CODEC_VOCAB_SIZE,
-        "hidden_size": spec.hidden_size,
-        "intermediate_size": spec.intermediate_size,
-        "num_hidden_layers": spec.num_hidden_layers,
-        "num_attention_heads": spec.num_attention_heads,
-        "num_key_value_heads": spec.num_key_value_heads,
-        "head_dim": spec.head_dim,
-        "hidden_act": "silu",
-        "max_position_embeddings": 32768,
-        "rms_norm_eps": 1e-6,
-        "rope_theta": 1000000,
-        "rope_scaling": {"rope_type": "default", "mrope_section": _mrope_section(spec.head_dim), "interleaved": True},
-        "attention_bias": False,
-        "num_code_groups": C.NUM_CODE_GROUPS,
-        "text_hidden_size": spec.text_hidden,
-        "text_vocab_size": TEXT_VOCAB_SIZE,
-        **C.CODEC_SPECIAL_IDS,
-        "codec_language_id": dict(C.CODEC_LANGUAGE_IDS),
-        "spk_id": spk_id,
-        "spk_is_dialect": {name: False for name in spk_id},
-        "code_predictor_config": {
-            "vocab_size": C.CODEBOOK_SIZE,
-            "hidden_size": spec.cp_hidden,
-            "intermediate_size": 2 * spec.cp_hidden,
-            "num_hidden_layers": spec.code_predictor_layers,
-            "num_attention_heads": spec.num_attention_heads,
-            "num_key_value_heads": spec.num_key_value_heads,
-            "head_dim": spec.head_dim,
-            "max_position_embeddings": 65536,
-            "rms_norm_eps": 1e-6,
-            "rope_theta": 1000000,
-            "num_code_groups": C.NUM_CODE_GROUPS,
-        },
-    }
     speaker_encoder = {
         "mel_dim": 128,
         "enc_dim": spec.hidden_size,  # the x-vector is placed in the codec embedding space
@@ -340,20 +323,8 @@ def tts_config_dict(spec: TinySpec, text_ids: dict[str, int]) -> dict:
         "enc_se_channels": 16,
         "sample_rate": C.SAMPLE_RATE,
     }
-    return {
-        "architectures": ["Qwen3TTSForConditionalGeneration"],
-        "model_type": "qwen3_tts",
-        "tokenizer_type": "qwen3_tts_tokenizer_12hz",
-        "tts_model_size": "0b6" if spec.variant == "0.6b" else "1b7",
-        "tts_model_type": spec.tts_model_type,
-        "im_start_token_id": text_ids["<|im_start|>"],
-        "im_end_token_id": text_ids["<|im_end|>"],
-        "tts_pad_token_id": text_ids["<|tts_pad|>"],
-        "tts_bos_token_id": text_ids["<|tts_bos|>"],
-        "tts_eos_token_id": text_ids["<|tts_eos|>"],
-        "talker_config": talker,
-        "speaker_encoder_config": speaker_encoder,
-    }
+    return R.build_tts_config(spec.dims(), tts_model_type=spec.tts_model_type, text_ids=text_ids,
+                              speakers=dict(spec.builtin_speakers), speaker_encoder=speaker_encoder)
 
 
 def generation_config_dict(max_new_tokens: int) -> dict:
@@ -412,6 +383,173 @@ def build_tiny_tts(
             json.dumps({"built_by": "qwen_tts_ext.testing.tiny_checkpoint", "seed": seed, "spec": spec.__dict__,
                         "dtype": str(dtype).replace("torch.", "")}, indent=2, default=str)
         )
+    return out_dir
+
+
+# --------------------------------------------------------------------------- released shapes, random weights
+
+_POOL_SIZE = 8 << 20  # values in the random pool that large tensors are tiled from
+_TILE = 1 << 20  # elements copied from one random pool offset
+
+
+def random_init_specs(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(name, shape, init)`` for every tensor ``save_pretrained`` writes (tied tensors once), in order.
+
+    Works on a ``meta``-device model (nothing allocated). ``init`` is what a sane random model has
+    there: ``"normal"`` (Linear/Embedding weights and anything else: N(0, 0.02) as ``_init_weights``),
+    ``"fan_in"`` (conv weights: N(0, 1/fan_in), so the speaker encoder's output is neither 0 nor huge),
+    ``"ones"`` (norm weights, BatchNorm variances), ``"zeros"`` (biases, BatchNorm means),
+    ``"int_zeros"`` (integer buffers such as BatchNorm counters).
+    """
+    modules = dict(model.named_modules())
+    seen, out = set(), []
+    for name, t in model.state_dict(keep_vars=True).items():
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        owner, _, leaf = name.rpartition(".")
+        mod = modules.get(owner)
+        if not t.is_floating_point():
+            init = "int_zeros"
+        elif isinstance(mod, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)) and leaf == "weight":
+            init = "fan_in"
+        elif leaf == "running_var" or ("norm" in type(mod).__name__.lower() and leaf == "weight"):
+            init = "ones"
+        elif leaf in ("bias", "running_mean"):
+            init = "zeros"
+        else:
+            init = "normal"
+        out.append((name, tuple(t.shape), init))
+    return out
+
+
+def write_random_weights(
+    specs: list[tuple[str, tuple[int, ...], str]],
+    out_dir: str | os.PathLike,
+    *,
+    seed: int,
+    dtype: torch.dtype = torch.bfloat16,
+    std: float = 0.02,
+    max_shard_bytes: int | None = None,
+) -> int:
+    """Stream random tensors for ``specs`` (:func:`random_init_specs`) into ``out_dir`` as safetensors.
+
+    No model is materialised and no large tensor is allocated: a ``"normal"`` tensor is written as
+    1M-element slices, at random offsets, of one seeded N(0, std) pool (8M values), straight from
+    the pool to the file, so the cost is the disk's (``torch.randn`` per tensor takes about a minute
+    for a 1.7B model on two cores). Distinct per tensor, the same bytes for the same seed. Floating
+    tensors are written in ``dtype``, integer ones as int64 zeros; ``max_shard_bytes`` splits the
+    output into Hugging Face shards with an index. Returns the bytes of tensor data written.
+    """
+    from qwen_tts_ext.checkpoint_io import INDEX_FILE, TORCH_TO_ST, TensorSpec, plan_shards, shard_file_names
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    pool = (torch.randn(_POOL_SIZE, generator=gen) * std).to(dtype)
+    init_of = {name: init for name, _, init in specs}
+    st_specs = [TensorSpec(name, "I64" if init == "int_zeros" else TORCH_TO_ST[dtype], tuple(shape))
+                for name, shape, init in specs]
+    layout = plan_shards(st_specs, max_shard_bytes)
+    files = shard_file_names(len(layout))
+
+    def chunks(spec: TensorSpec):
+        n, init = math.prod(spec.shape), init_of[spec.name]
+        if init == "normal":
+            for pos in range(0, n, _TILE):
+                k = min(_TILE, n - pos)
+                off = int(torch.randint(0, _POOL_SIZE - k + 1, (1,), generator=gen))
+                yield pool[off:off + k]
+        elif init == "fan_in":
+            fan_in = math.prod(spec.shape[1:]) or 1
+            yield (torch.randn(n, generator=gen) / math.sqrt(fan_in)).to(dtype)
+        elif init == "ones":
+            yield torch.ones(n, dtype=dtype)
+        else:
+            yield torch.zeros(n, dtype=torch.int64 if init == "int_zeros" else dtype)
+
+    for shard, file in zip(layout, files):
+        header: dict = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for spec in shard:
+            header[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape),
+                                 "data_offsets": [offset, offset + spec.nbytes]}
+            offset += spec.nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        raw += b" " * (-len(raw) % 8)  # data 8-byte aligned, as safetensors writes it
+        with open(out_dir / file, "wb") as fh:
+            fh.write(len(raw).to_bytes(8, "little") + raw)
+            for spec in shard:
+                for t in chunks(spec):
+                    if t.numel():
+                        fh.write(memoryview(t.contiguous().view(torch.uint8).numpy()))
+    if len(layout) > 1:
+        weight_map = {spec.name: file for shard, file in zip(layout, files) for spec in shard}
+        total = sum(spec.nbytes for spec in st_specs)
+        (out_dir / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
+                                                     indent=2), encoding="utf-8")
+    return sum(spec.nbytes for spec in st_specs)
+
+
+def build_released_tts(
+    out_dir: str | os.PathLike,
+    shape: str = "0.6b",
+    *,
+    layers: int | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.bfloat16,
+    tts_model_type: str = "base",
+    max_new_tokens: int = 96,
+    overwrite: bool = False,
+) -> Path:
+    """A checkpoint with a released model's shape ("0.6b" | "1.7b") and random weights, atomically.
+
+    Real width everywhere: the 151,936 x 2048 text embedding, 16/8 heads of 128, the 5-layer code
+    predictor and the ECAPA-TDNN speaker encoder of the released config (:mod:`qwen_tts_ext.released`),
+    with the released special ids. ``layers`` keeps fewer talker layers (1..28) for quick runs;
+    ``None`` is the full 28 (914,643,008 / 1,928,677,440 parameters).
+
+    Random init never materialises the model: it is instantiated on the ``meta`` device and its
+    tensors are streamed to ``model.safetensors`` (:func:`write_random_weights`: norms 1, biases 0,
+    convs fan-in scaled, the rest N(0, 0.02)) in constant memory, at the disk's speed: a full 1.7B
+    (3.9 GB in bf16) takes under 20 s on two cores, a 2-layer 0.6B (1 GB) about 10 s.
+    Not released-shaped: the text tokenizer is the tiny byte-level one, with its special tokens at
+    the released ids (151644...) and unused placeholders below, and ``speech_tokenizer/`` is the
+    tiny factory's Mimi codec (same rates and 16 x 2048 codebooks, far smaller). The stock
+    ``qwen_tts.Qwen3TTSModel.from_pretrained`` loads the folder; it speaks noise.
+    """
+    from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSConfig
+    from qwen_tts.core.models.modeling_qwen3_tts import Qwen3TTSForConditionalGeneration
+
+    d = R.dims(shape, layers)  # validates shape and layers before anything is written
+    cfg = R.tts_config(d, tts_model_type=tts_model_type)
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+    out_dir = Path(out_dir)
+    with output_dir(out_dir, command="make-tiny", overwrite=overwrite) as tmp:
+        text_ids = build_text_tokenizer(tmp, R.TEXT_SPECIAL_IDS)
+        if text_ids != R.TEXT_SPECIAL_IDS:
+            raise RuntimeError(f"text tokenizer placed specials at {text_ids}")
+        config = Qwen3TTSConfig(**R.class_kwargs(cfg))
+        with torch.device("meta"):
+            model = Qwen3TTSForConditionalGeneration(config)
+        write_random_weights(random_init_specs(model), tmp, seed=seed, dtype=dtype)
+        del model
+        # config.json as save_pretrained writes it (plus the released file's spelling)
+        config.architectures = cfg["architectures"]
+        config.dtype = dtype
+        config.save_pretrained(str(tmp))
+        config_path = tmp / "config.json"
+        saved = json.loads(config_path.read_text())
+        saved["tts_model_size"] = cfg["tts_model_size"]
+        config_path.write_text(json.dumps(drop_empty_model_type(saved), indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps(generation_config_dict(max_new_tokens), indent=2))
+        build_speech_tokenizer(tmp / "speech_tokenizer", seed=seed)
+        (tmp / "tiny_checkpoint.json").write_text(json.dumps({
+            "built_by": "qwen_tts_ext.testing.tiny_checkpoint.build_released_tts", "seed": seed,
+            "shape": shape, "layers": d.layers, "tts_model_type": tts_model_type,
+            "dtype": str(dtype).replace("torch.", ""), "dims": d.__dict__,
+        }, indent=2))
     return out_dir
 
 
@@ -476,38 +614,56 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m qwen_tts_ext.testing.tiny_checkpoint",
         description="Build tiny, randomly initialised Qwen3-TTS 12Hz checkpoints (and matching Qwen3 LLMs) "
-        "that the stock qwen_tts loader accepts. For tests and demos; they speak noise.",
+        "that the stock qwen_tts loader accepts, or (--shape) released-shape ones with random weights. "
+        "For tests, demos and benchmarks; they speak noise.",
     )
     sub = parser.add_subparsers(dest="what", required=True)
     p_tts = sub.add_parser("tts", help="a Qwen3-TTS checkpoint (Base or CustomVoice)")
     p_tts.add_argument("out_dir")
     p_tts.add_argument("--type", choices=["base", "custom_voice"], default="base")
-    p_tts.add_argument("--variant", choices=["1.7b", "0.6b"], default="1.7b",
-                       help="1.7b: text_hidden == hidden; 0.6b: text_hidden != hidden (text_projection matters)")
-    p_tts.add_argument("--hidden-size", type=int, default=64)
-    p_tts.add_argument("--intermediate-size", type=int, default=128)
-    p_tts.add_argument("--layers", type=int, default=2)
+    p_tts.add_argument("--shape", choices=list(R.SHAPES), default=None,
+                       help="the released model's shape (real width, 151936-row text vocabulary, real heads, "
+                       "code predictor and speaker encoder) with random weights; default: a tiny model")
+    p_tts.add_argument("--variant", choices=["1.7b", "0.6b"], default=None,
+                       help="tiny only. 1.7b (default): text_hidden == hidden; 0.6b: text_hidden != hidden "
+                       "(text_projection matters)")
+    p_tts.add_argument("--hidden-size", type=int, default=None, help="tiny only (default 64)")
+    p_tts.add_argument("--intermediate-size", type=int, default=None, help="tiny only (default 128)")
+    p_tts.add_argument("--layers", type=int, default=None,
+                       help="talker layers (tiny: default 2; --shape: 1..28, default 28, at real width)")
     p_llm = sub.add_parser("llm", help="a Qwen3 causal LM with the FFN shapes of a TTS checkpoint")
     p_llm.add_argument("out_dir")
     p_llm.add_argument("--like", required=True, help="a TTS checkpoint directory to match")
     for p in (p_tts, p_llm):
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
+        p.add_argument("--dtype", choices=sorted(_DTYPES), default=None,
+                       help="default float32; bfloat16 (as released) with --shape")
         p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     args = parser.parse_args(argv)
 
     @cli_entry
     def run() -> int:
         try:
-            if args.what == "tts":
-                spec = TinySpec(variant=args.variant, tts_model_type=args.type, hidden_size=args.hidden_size,
-                                intermediate_size=args.intermediate_size, num_hidden_layers=args.layers)
-                path = build_tiny_tts(args.out_dir, spec, seed=args.seed, dtype=_DTYPES[args.dtype],
+            if args.what == "tts" and args.shape:
+                tiny_only = [flag for flag, v in (("--variant", args.variant), ("--hidden-size", args.hidden_size),
+                                                  ("--intermediate-size", args.intermediate_size)) if v is not None]
+                if tiny_only:
+                    raise UserError(f"{', '.join(tiny_only)}: not with --shape (a released shape fixes the "
+                                    "dimensions; --layers sets the depth)")
+                path = build_released_tts(args.out_dir, args.shape, layers=args.layers, seed=args.seed,
+                                          dtype=_DTYPES[args.dtype or "bfloat16"], tts_model_type=args.type,
+                                          overwrite=args.overwrite)
+            elif args.what == "tts":
+                spec = TinySpec(variant=args.variant or "1.7b", tts_model_type=args.type,
+                                hidden_size=64 if args.hidden_size is None else args.hidden_size,
+                                intermediate_size=128 if args.intermediate_size is None else args.intermediate_size,
+                                num_hidden_layers=2 if args.layers is None else args.layers)
+                path = build_tiny_tts(args.out_dir, spec, seed=args.seed, dtype=_DTYPES[args.dtype or "float32"],
                                       overwrite=args.overwrite)
             else:
                 if not Path(args.like, "config.json").is_file():
                     raise UserError(f"--like {args.like}: no config.json there; pass a TTS checkpoint folder")
-                path = build_tiny_llm(args.out_dir, args.like, seed=args.seed, dtype=_DTYPES[args.dtype],
+                path = build_tiny_llm(args.out_dir, args.like, seed=args.seed, dtype=_DTYPES[args.dtype or "float32"],
                                       overwrite=args.overwrite)
         except ValueError as exc:
             raise UserError(str(exc)) from None
