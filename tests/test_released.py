@@ -163,3 +163,12 @@ def test_2_layer_06b_build_loads_with_stock_qwen_tts_and_speaks(released_06b_2l)
     assert 0 < wavs[0].size <= 3 * C.SAMPLES_PER_FRAME and wavs[0].size % C.SAMPLES_PER_FRAME == 0
     assert np.isfinite(wavs[0]).all()
 
+
+def test_blend_bench_builds_from_released_py():
+    from qwen_tts_ext.blend import bench
+
+    cfg, tts, lcfg, llm = bench.model_specs("1.7b")
+    assert cfg == R.tts_config("1.7b") and lcfg == R.llm_config("1.7b")
+    assert (len(tts), sum(math.prod(s) for _, s, _ in tts)) == (480, R.PARAMETERS["1.7b"])
+    assert (len(llm), sum(math.prod(s) for _, s, _ in llm)) == (310, 1_720_574_976)  # tied lm_head saved once
+    assert bench.main(["--layers", "0"]) == 2

@@ -1,10 +1,12 @@
 """Benchmark of the streaming Darwin blend against the naive approach and the I/O floor.
 
 Builds synthetic checkpoints with the *real* tensor names and shapes (the model classes are
-instantiated on the ``meta`` device from configs with the released dimensions: Qwen3-TTS-12Hz-1.7B-
-Base, 480 tensors / 1.93 B parameters, and Qwen3-1.7B, tied embeddings, two shards), filled with
-random bf16 values, in a temp folder that is removed afterwards. Each method then runs in its own
-subprocess, which reports its wall time and peak RSS (``ru_maxrss``):
+instantiated on the ``meta`` device from the configs of :mod:`qwen_tts_ext.released`: by default
+Qwen3-TTS-12Hz-1.7B-Base, 480 tensors / 1.93 B parameters, and Qwen3-1.7B, tied embeddings, two
+shards; ``--shape 0.6b`` for the 0.6B pair), filled with random bf16 values
+(``qwen_tts_ext.testing.tiny_checkpoint.write_random_weights``), in a temp folder that is removed
+afterwards. Each method then runs in its own subprocess, which reports its wall time and peak RSS
+(``ru_maxrss``):
 
 - ``python+torch``: import torch and exit (the baseline every method pays);
 - ``floor``: read both inputs completely and write one output of the TTS size (plain read/write);
@@ -35,94 +37,55 @@ GIB = 2**30
 # --------------------------------------------------------------------------- synthetic checkpoints
 
 
-def tts_config(layers: int) -> dict:
-    talker = dict(
-        vocab_size=3072, hidden_size=2048, intermediate_size=6144, num_hidden_layers=layers, num_attention_heads=16,
-        num_key_value_heads=8, head_dim=128, hidden_act="silu", text_vocab_size=151936, text_hidden_size=2048,
-        num_code_groups=16, spk_id={}, spk_is_dialect={}, codec_language_id={}, max_position_embeddings=32768,
-        rope_theta=1000000, rope_scaling={"rope_type": "default", "mrope_section": [24, 20, 20], "interleaved": True},
-        code_predictor_config=dict(vocab_size=2048, hidden_size=1024, intermediate_size=3072, num_hidden_layers=5,
-                                   num_attention_heads=16, num_key_value_heads=8, head_dim=128, num_code_groups=16),
-    )
-    return dict(talker_config=talker, speaker_encoder_config=dict(enc_dim=2048), tts_model_type="base",
-                tts_model_size="1b7", tokenizer_type="qwen3_tts_tokenizer_12hz")
+def model_specs(shape: str = "1.7b", layers: int | None = None) -> tuple[dict, list, dict, list]:
+    """The TTS and LLM configs of ``shape`` (:mod:`qwen_tts_ext.released`) and the tensors each saves.
 
-
-def llm_config(layers: int) -> dict:
-    return dict(vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=layers,
-                num_attention_heads=16, num_key_value_heads=8, head_dim=128, hidden_act="silu",
-                max_position_embeddings=40960, rope_theta=1000000, tie_word_embeddings=True)
-
-
-def _meta_specs(model) -> list:
-    """(name, shape, is_float) per saved tensor (tied tensors once, as save_pretrained writes them)."""
-    seen, out = set(), []
-    for name, t in model.state_dict(keep_vars=True).items():
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        out.append((name, tuple(t.shape), t.is_floating_point()))
-    return out
-
-
-def _write_random(specs, out_dir: Path, pool, seed: int, max_shard_bytes=None) -> int:
-    import torch
-
-    from qwen_tts_ext.checkpoint_io import SafetensorsStreamWriter, TensorSpec
-
-    gen = torch.Generator().manual_seed(seed)
-    st_specs = [TensorSpec(n, "BF16" if f else "I64", s) for n, s, f in specs]
-    with SafetensorsStreamWriter(out_dir, st_specs, max_shard_bytes=max_shard_bytes, metadata={"format": "pt"}) as w:
-        for spec, (name, shape, is_float) in zip(st_specs, specs):
-            n = spec.nbytes // (2 if is_float else 8)
-            if not is_float:
-                w.write(name, torch.zeros(shape, dtype=torch.int64))
-                continue
-            t = torch.empty(n, dtype=torch.bfloat16)
-            pos = 0
-            while pos < n:  # tile random slices of a random pool: distinct, cheap, realistic magnitudes
-                off = int(torch.randint(0, pool.numel() // 2, (1,), generator=gen))
-                k = min(n - pos, pool.numel() - off)
-                t[pos:pos + k] = pool[off:off + k]
-                pos += k
-            w.write(name, t.view(shape))
-    return sum(s.nbytes for s in st_specs)
-
-
-def build_checkpoints(root: Path, layers: int) -> tuple[Path, Path, dict]:
-    """Write the synthetic TTS and LLM folders under ``root``; return their paths and facts."""
+    The stock classes are instantiated on the ``meta`` device: real names and shapes, no memory.
+    """
     import torch
     from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSConfig
     from qwen_tts.core.models.modeling_qwen3_tts import Qwen3TTSForConditionalGeneration
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
+    from qwen_tts_ext import released
+    from qwen_tts_ext.testing.tiny_checkpoint import random_init_specs
+
+    cfg = released.tts_config(shape, layers=layers)
+    lcfg = released.llm_config(shape, layers=layers)
+    with torch.device("meta"):
+        tts = Qwen3TTSForConditionalGeneration(Qwen3TTSConfig(**released.class_kwargs(cfg)))
+        llm = Qwen3ForCausalLM(Qwen3Config(**released.class_kwargs(lcfg)))
+    return cfg, random_init_specs(tts), lcfg, random_init_specs(llm)
+
+
+def _nbytes(specs, float_bytes: int = 2) -> int:
+    import math
+
+    return sum(math.prod(s) * (8 if init == "int_zeros" else float_bytes) for _, s, init in specs)
+
+
+def build_checkpoints(root: Path, layers: int | None = None, shape: str = "1.7b") -> tuple[Path, Path, dict]:
+    """Write the synthetic TTS and LLM folders (random bf16 weights) under ``root``; return their paths and facts."""
+    import math
+
+    from qwen_tts_ext.testing.tiny_checkpoint import write_random_weights
+
     facts = {}
-    pool = (torch.randn(32 << 20, generator=torch.Generator().manual_seed(0)) * 0.02).to(torch.bfloat16)
     tts_dir, llm_dir = root / "tts", root / "llm"
     tts_dir.mkdir(parents=True)
     llm_dir.mkdir(parents=True)
+    cfg, tts_specs, lcfg, llm_specs = model_specs(shape, layers)
 
-    cfg = tts_config(layers)
-    with torch.device("meta"):
-        tts = Qwen3TTSForConditionalGeneration(Qwen3TTSConfig(**cfg))
-    specs = _meta_specs(tts)
-    facts["tts_tensors"] = len(specs)
-    facts["tts_params"] = sum(int(torch.Size(s).numel()) for _, s, _ in specs)
-    facts["tts_bytes"] = _write_random(specs, tts_dir, pool, seed=1)
-    (tts_dir / "config.json").write_text(json.dumps({"model_type": "qwen3_tts",
-                                                     "architectures": ["Qwen3TTSForConditionalGeneration"], **cfg}))
+    facts["tts_tensors"] = len(tts_specs)
+    facts["tts_params"] = sum(math.prod(s) for _, s, _ in tts_specs)
+    facts["tts_bytes"] = write_random_weights(tts_specs, tts_dir, seed=1)
+    (tts_dir / "config.json").write_text(json.dumps(cfg))
     (tts_dir / "generation_config.json").write_text(json.dumps({"max_new_tokens": 2048}))
 
-    lcfg = llm_config(layers)
-    with torch.device("meta"):
-        llm = Qwen3ForCausalLM(Qwen3Config(**lcfg))
-    specs = _meta_specs(llm)
-    facts["llm_tensors"] = len(specs)
-    facts["llm_params"] = sum(int(torch.Size(s).numel()) for _, s, _ in specs)
-    total = sum(int(torch.Size(s).numel()) * 2 for _, s, _ in specs)
-    facts["llm_bytes"] = _write_random(specs, llm_dir, pool, seed=2, max_shard_bytes=total // 2 + 1)
-    (llm_dir / "config.json").write_text(json.dumps({"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"],
-                                                     **lcfg}))
+    facts["llm_tensors"] = len(llm_specs)
+    facts["llm_params"] = sum(math.prod(s) for _, s, _ in llm_specs)
+    facts["llm_bytes"] = write_random_weights(llm_specs, llm_dir, seed=2, max_shard_bytes=_nbytes(llm_specs) // 2 + 1)
+    (llm_dir / "config.json").write_text(json.dumps(lcfg))
     return tts_dir, llm_dir, facts
 
 
@@ -255,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     p = argparse.ArgumentParser(prog="python scripts/bench_blend.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--layers", type=int, default=28, help="talker and LLM depth (28 = the released size)")
+    p.add_argument("--shape", choices=["1.7b", "0.6b"], default="1.7b",
+                   help="which released TTS model and its LLM (Qwen3-1.7B / Qwen3-0.6B) to imitate")
+    p.add_argument("--layers", type=int, default=28, help="talker and LLM depth, 1..28 (28 = the released size)")
     p.add_argument("--workdir", default=None, help="where the temp folder goes (default: the system temp dir)")
     p.add_argument("--methods", default="python+torch,floor,stream,stream-nohash,naive",
                    help=f"comma list from {', '.join(METHODS)}")
@@ -271,9 +236,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown methods {unknown}; choose from {', '.join(METHODS)}", file=sys.stderr)
         return 2
 
+    if not 1 <= args.layers <= 28:
+        print("error: --layers must be between 1 and 28", file=sys.stderr)
+        return 2
+
     base = Path(args.workdir or tempfile.gettempdir())
-    # inputs (TTS ~ 3.86 GB + LLM ~ 3.44 GB at 28 layers) + up to two outputs kept for verification
-    est = (3.86 + 3.44 + 2 * 3.86) * 1e9 * (args.layers + 8) / 36
+    # inputs (1.7b: TTS 3.86 GB + LLM 3.44 GB at 28 layers) + up to two outputs kept for verification
+    _, tts_specs, _, llm_specs = model_specs(args.shape, args.layers)
+    est = 3 * _nbytes(tts_specs) + _nbytes(llm_specs)
     free = shutil.disk_usage(base).free
     print(f"disk: {free / GIB:.1f} GiB free in {base}, this run needs about {est / GIB:.1f} GiB")
     if free < est * 1.05:
@@ -283,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     out_root = Path(tempfile.mkdtemp(prefix="bench_blend-out-", dir=args.outputs_dir)) if args.outputs_dir else root
     try:
         t0 = time.perf_counter()
-        tts, llm, facts = build_checkpoints(root, args.layers)
+        tts, llm, facts = build_checkpoints(root, args.layers, args.shape)
         print(f"built synthetic checkpoints in {time.perf_counter() - t0:.1f} s: "
               f"TTS {facts['tts_tensors']} tensors, {facts['tts_params'] / 1e9:.2f} B params, "
               f"{facts['tts_bytes'] / 1e9:.2f} GB; LLM {facts['llm_tensors']} tensors, "
@@ -316,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             ratio = f"{r['seconds'] / floor:7.2f}" if floor else "      -"
             print(f"{m:<14} {r['seconds']:7.2f}   {ratio}   {r['peak_rss'] / GIB:8.2f}")
-        print(json.dumps({"layers": args.layers, **facts, "results": results}))
+        print(json.dumps({"shape": args.shape, "layers": args.layers, **facts, "results": results}))
     finally:
         if args.keep:
             print(f"kept {root}")
