@@ -8,7 +8,16 @@ Modules: :mod:`.audio` (decode/resample/validate/trim), :mod:`.manifest` (JSONL/
 (resumable work), :mod:`.pipeline` (``prepare``), :mod:`.cli`.
 """
 
+from typing import Any
+
 from qwen_tts_ext.prep.config import PrepareConfig
-from qwen_tts_ext.prep.pipeline import prepare
 
 __all__ = ["PrepareConfig", "prepare"]
+
+
+def __getattr__(name: str) -> Any:  # ``prepare`` imports torch: only on first use, so --help stays fast
+    if name == "prepare":
+        from qwen_tts_ext.prep.pipeline import prepare
+
+        return prepare
+    raise AttributeError(f"module 'qwen_tts_ext.prep' has no attribute {name!r}")
