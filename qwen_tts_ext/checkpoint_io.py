@@ -12,8 +12,7 @@ Every command that reads or writes a Hugging Face style checkpoint goes through 
   ``model-0000i-of-0000n.safetensors`` + index) one tensor at a time; untouched tensors can be copied
   file-to-file by the kernel (``copy_tensor_from``) without passing through Python.
 - ``copy_support_files`` (config, tokenizer, ``speech_tokenizer/``... everything but the weights),
-  ``atomic_output_dir`` (build in a temp folder beside the destination, then swap it in),
-  ``sha256_file``.
+  ``sha256_file``. Output folders are written through :mod:`qwen_tts_ext.outputs` (the one output policy).
 """
 
 from __future__ import annotations
@@ -26,10 +25,9 @@ import os
 import re
 import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 
@@ -808,51 +806,6 @@ def hf_cache_sha256(path: str | os.PathLike) -> str | None:
     if real.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", real.name):
         return real.name
     return None
-
-
-@contextlib.contextmanager
-def atomic_output_dir(final_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh temp folder beside ``final_dir``; on success it becomes ``final_dir``.
-
-    An error (or Ctrl-C) inside the block removes the temp folder and leaves ``final_dir`` as it
-    was. A non-empty existing ``final_dir`` is refused (UserError) unless ``overwrite``; then the
-    old folder is swapped out only after the new one is complete.
-    """
-    final = Path(final_dir).expanduser().absolute()
-    if final.exists() and not final.is_dir():
-        raise UserError(f"output {final} exists and is a file; choose a folder path")
-    if final.is_dir() and any(final.iterdir()) and not overwrite:
-        raise UserError(f"output {final} exists and is not empty; pass --overwrite to replace it")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        yield tmp
-        publish_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def publish_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
-    """Rename the complete folder ``tmp`` onto ``final`` (same filesystem).
-
-    An existing ``final`` is swapped out only once the new folder is in place (and put back if that
-    rename fails), so a reader sees the old folder or the new one, never a half-written one.
-    """
-    tmp, final = Path(tmp), Path(final)
-    os.chmod(tmp, 0o755)  # mkdtemp makes 0700 folders
-    if not final.exists():
-        os.replace(tmp, final)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-    os.rmdir(old)
-    os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        os.replace(old, final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def drop_empty_model_type(config: dict) -> dict:

@@ -138,29 +138,6 @@ def test_copy_support_files_skips_root_weights(tmp_path):
                      "speech_tokenizer/model.safetensors", "vocab.json"]
 
 
-def test_atomic_output_dir(tmp_path):
-    final = tmp_path / "out"
-    with cio.atomic_output_dir(final) as tmp:
-        assert tmp.parent == tmp_path and not final.exists()
-        (tmp / "a").write_text("1")
-    assert (final / "a").read_text() == "1"
-    assert oct(os.stat(final).st_mode & 0o777) == "0o755"
-    with pytest.raises(UserError, match="not empty"):
-        with cio.atomic_output_dir(final):
-            pass
-    # an error inside leaves the old folder untouched and no temp folder behind
-    with pytest.raises(RuntimeError):
-        with cio.atomic_output_dir(final, overwrite=True) as tmp:
-            (tmp / "b").write_text("2")
-            raise RuntimeError("boom")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert sorted(p.name for p in final.iterdir()) == ["a"]
-    with cio.atomic_output_dir(final, overwrite=True) as tmp:
-        (tmp / "b").write_text("2")
-    assert sorted(p.name for p in final.iterdir()) == ["b"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-
-
 def test_sha256_and_hf_cache_name(tmp_path):
     import hashlib
 

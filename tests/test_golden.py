@@ -14,7 +14,6 @@ numbers together with the reason in the commit message.
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 GOLDEN = {"loss": 10.356893539428711, "talker_ce": 8.067304611206055, "subtalker_ce": 7.631962299346924}

@@ -26,6 +26,7 @@ def test_new_and_empty_folders_are_written_atomically_with_a_marker(tmp_path):
             (tmp / "a.txt").write_text("1")
             assert not (dest / "a.txt").exists()  # nothing visible before the end
         assert (dest / "a.txt").read_text() == "1" and owner(dest) == "x"
+        assert oct(os.stat(dest).st_mode & 0o777) == "0o755"  # not mkdtemp's 0700
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "new"]  # no temp folders left
 
 

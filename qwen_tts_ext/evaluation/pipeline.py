@@ -143,9 +143,9 @@ def check_blendable(model_dir: Path, llm_dir: Path, alpha: float) -> None:
 def _quiet() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("qwen_tts_ext.synthesis").setLevel(logging.ERROR)
-    from qwen_tts_ext.synthesis.cli import _quiet_transformers
+    from qwen_tts_ext.synthesis.synthesize import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
 
 
 def run(cfg: EvaluateConfig) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from qwen_tts_ext.command import Command, Option
-from qwen_tts_ext.devices import resolve_device  # noqa: F401  (re-exported: evaluation/cli.py imports it here)
 from qwen_tts_ext.synthesis.config import SYNTHESIZE_ALIASES, SynthesizeConfig
 
 DESCRIPTION = """\
@@ -68,13 +67,6 @@ COMMAND = Command(
         Option("allow_cap_hits", "--allow-cap-hits", "exit 0 even if a segment hit its cap", switch=True, group=B),
     ],
 )
-
-
-def _quiet_transformers() -> None:
-    """Kept here for evaluation/cli.py; see ``qwen_tts_ext.synthesis.synthesize.quiet_transformers``."""
-    from qwen_tts_ext.synthesis.synthesize import quiet_transformers
-
-    quiet_transformers()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from qwen_tts_ext.errors import UserError
+from qwen_tts_ext.outputs import publish_dir
 from qwen_tts_ext.train.config import SFTConfig
 from qwen_tts_ext.train.losses import sft_loss
 from qwen_tts_ext.train.preflight import check_inputs, start_run_dir, trainer_state_record
@@ -254,9 +255,7 @@ def train(cfg: SFTConfig, *, stop_after_steps: int | None = None) -> dict:
         accelerator.save_state(str(tmp), safe_serialization=True)
         if main:
             (tmp / "trainer_state.json").write_text(trainer_state_record(state.state_dict()))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            publish_dir(tmp, final)  # a re-saved step is swapped in whole, never deleted first
             for old in _checkpoints(ckpt_root)[: -max(1, cfg.checkpoint.keep_last)]:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
