@@ -1,0 +1,90 @@
+"""The one interface every judge implements, and the clip it scores.
+
+A judge measures one aspect of speech with a model that ships inside an installed package (no
+hub downloads at run time), independent of the TTS model being judged:
+
+    judge = load_judge("naturalness")            # None + a note when its package is missing
+    rows = judge.score(clips)                    # one dict per clip: metric name -> float | None
+
+Each judge declares its metrics (name, direction, typical range) so that reports, composites,
+checkpoint selection, the genome search and GRPO rewards read the direction from one place and
+never guess whether higher is better. A metric a judge cannot compute for a clip (no transcript,
+no reference, too short) is ``None``, never a made-up number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Sequence
+
+import numpy as np
+
+Direction = Literal["higher", "lower", "target"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # column name in reports, e.g. "spk_sim_resemblyzer"
+    direction: Direction  # which way is better ("target": closer to a reference value, e.g. speaking rate)
+    description: str
+    typical: str = ""  # what real speech scores, e.g. "same voice 0.80-0.95, other voice 0.55-0.80"
+
+
+@dataclass
+class Clip:
+    """One utterance to judge (mono float32 in [-1, 1])."""
+
+    audio: np.ndarray
+    sample_rate: int
+    id: str = ""
+    text: str | None = None  # what it should say (for WER/CER and speaking-rate ranges)
+    language: str | None = None  # "english", "chinese", ... or None (auto)
+    ref: np.ndarray | None = None  # reference audio of the intended speaker (speaker similarity)
+    ref_sample_rate: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # generated audio: stopped_by_eos, frames, frame_cap
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / float(self.sample_rate)
+
+
+class Judge:
+    """Base class: subclasses set ``name``, ``metrics``, ``package`` and implement ``_score``."""
+
+    name: ClassVar[str] = ""
+    metrics: ClassVar[tuple[Metric, ...]] = ()
+    package: ClassVar[str] = ""  # the pip name its weights ship in ("" = nothing beyond the suite)
+    needs: ClassVar[tuple[str, ...]] = ()  # "text", "ref": clips without them get None for this judge
+
+    def score(self, clips: Sequence[Clip]) -> list[dict[str, float | None]]:
+        """One row per clip with every declared metric (None where it cannot be computed)."""
+        out = []
+        for clip in clips:
+            if any(getattr(clip, need) is None for need in self.needs):
+                out.append({m.name: None for m in self.metrics})
+                continue
+            row = self._score(clip)
+            out.append({m.name: _as_float(row.get(m.name)) for m in self.metrics})
+        return out
+
+    def _score(self, clip: Clip) -> dict[str, float | None]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _as_float(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def resample(audio: np.ndarray, sample_rate: int, target: int) -> np.ndarray:
+    """Mono float32 at ``target`` Hz (soxr, as data prep uses)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim > 1:
+        audio = audio.mean(axis=-1 if audio.shape[-1] <= 8 else 0)
+    if sample_rate == target:
+        return audio
+    import soxr
+
+    return soxr.resample(audio, sample_rate, target).astype(np.float32)
