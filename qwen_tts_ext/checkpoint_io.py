@@ -1,33 +1,31 @@
-"""Checkpoint folders on disk: find them, read tensors lazily, write new ones atomically and in shards.
+"""Checkpoint folders every stage shares: find them, read their headers, write new weights in shards.
 
-Every command that reads or writes a Hugging Face style checkpoint goes through this module:
-
-- ``resolve_checkpoint("path/or/org/name")`` -> a local folder (a Hub id is downloaded if possible).
-- ``weight_files(dir)`` -> ``model.safetensors`` or the shards named in ``model.safetensors.index.json``.
-- ``LazyCheckpoint(dir)`` -> name -> tensor access over single or sharded safetensors. Shapes, dtypes
-  and byte ranges come from the file headers, so nothing is loaded until asked for; ``get`` reads one
-  tensor with ``safetensors.safe_open`` and ``read_into`` reads its raw bytes into a caller's buffer
-  (no allocation, no memory map), which is what the streaming blend uses.
-- ``SafetensorsStreamWriter`` / ``write_safetensors_sharded`` -> write ``model.safetensors`` (or
-  ``model-0000i-of-0000n.safetensors`` + index) one tensor at a time; untouched tensors can be copied
-  file-to-file by the kernel (``copy_tensor_from``) without passing through Python.
-- ``copy_support_files`` (config, tokenizer, ``speech_tokenizer/``... everything but the weights),
-  ``sha256_file``. Output folders are written through :mod:`qwen_tts_ext.outputs` (the one output policy).
+Prep, training, export, blend, synthesis and evaluation all meet Hugging Face style checkpoint
+folders, and this module is their one meeting point: ``resolve_checkpoint`` (a folder or a Hub id ->
+a local folder), ``require_tts_checkpoint`` / ``require_llm_checkpoint`` (what a folder holds, from
+``config.json`` alone), ``weight_files`` (``model.safetensors`` or the indexed shards),
+``LazyCheckpoint`` (names, shapes and dtypes from the safetensors headers; one tensor at a time via
+``safetensors.safe_open``), ``write_safetensors_sharded`` (``model.safetensors`` or Hugging Face
+shards + index, one shard held at a time), ``copy_support_files`` (everything but the root weights)
+and ``drop_empty_model_type``. The raw byte-range reads, the streaming writer with its file-to-file
+copy, header patching and the sha256 cache serve the blend alone and live next to it, in
+:mod:`qwen_tts_ext.blend.stream_io`. What stays (about 470 lines) is used outside the blend; the
+shard plan and the header bytes are defined here once, for the export's writer and the blend's.
+Output folders are published through :mod:`qwen_tts_ext.outputs`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import hashlib
 import json
+import math
 import os
 import re
 import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import torch
 
@@ -38,36 +36,16 @@ INDEX_FILE = "model.safetensors.index.json"
 
 # safetensors dtype strings <-> torch dtypes (the subset torch can hold).
 ST_TO_TORCH: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
 for _name, _attr in (("U16", "uint16"), ("U32", "uint32"), ("U64", "uint64")):
     if hasattr(torch, _attr):
         ST_TO_TORCH[_name] = getattr(torch, _attr)
 TORCH_TO_ST: dict[torch.dtype, str] = {v: k for k, v in ST_TO_TORCH.items()}
-FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
-
-_HAS_PREADV = hasattr(os, "preadv")
-
-
-def _read_into(fd: int, view: memoryview) -> int:
-    data = os.read(fd, len(view))
-    view[: len(data)] = data
-    return len(data)
-
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_COPY_CHUNK = 16 << 20
 
 
 # --------------------------------------------------------------------------- locating checkpoints
@@ -236,7 +214,8 @@ class LazyCheckpoint:
     ...     ck.shape("talker.model.norm.weight"), ck.dtype("talker.model.norm.weight")
     ...     w = ck.get("talker.model.norm.weight")
 
-    ``path`` is a checkpoint folder (single or sharded) or one ``.safetensors`` file.
+    ``path`` is a checkpoint folder (single or sharded) or one ``.safetensors`` file. The blend's
+    raw reads into caller buffers are added by :class:`qwen_tts_ext.blend.stream_io.StreamingCheckpoint`.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -254,7 +233,6 @@ class LazyCheckpoint:
             for k, v in meta.items():
                 self._metadata.setdefault(k, v)
         self._handles: dict[Path, Any] = {}
-        self._fds: dict[Path, int] = {}
 
     # context manager ---------------------------------------------------------------------------
     def __enter__(self) -> "LazyCheckpoint":
@@ -266,10 +244,6 @@ class LazyCheckpoint:
     def close(self) -> None:
         """Release open files (safe to call twice)."""
         self._handles.clear()
-        for fd in self._fds.values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._fds.clear()
 
     # header facts --------------------------------------------------------------------------------
     def keys(self) -> list[str]:
@@ -289,6 +263,7 @@ class LazyCheckpoint:
             raise KeyError(f"{name} is not in {self.root}") from None
 
     def location(self, name: str) -> TensorLocation:
+        """Where the tensor's bytes are (file, offset, nbytes) and its dtype and shape, from the header."""
         return self._loc(name)
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -296,17 +271,6 @@ class LazyCheckpoint:
 
     def dtype(self, name: str) -> torch.dtype:
         return self._loc(name).torch_dtype
-
-    def st_dtype(self, name: str) -> str:
-        """The dtype as safetensors spells it ("BF16", "F32", ...)."""
-        return self._loc(name).dtype
-
-    def nbytes(self, name: str) -> int:
-        return self._loc(name).nbytes
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(loc.nbytes for loc in self._locs.values())
 
     def metadata(self) -> dict[str, str]:
         """The safetensors ``__metadata__`` (first shard wins on conflicting keys)."""
@@ -326,37 +290,6 @@ class LazyCheckpoint:
             handle = self._handles[file] = safe_open(str(file), framework="pt", device=str(device))
         return handle.get_tensor(name)
 
-    def _fd(self, file: Path) -> int:
-        fd = self._fds.get(file)
-        if fd is None:
-            fd = self._fds[file] = os.open(file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        return fd
-
-    def read_into(self, name: str, out: torch.Tensor) -> torch.Tensor:
-        """Read a tensor's raw bytes into the CPU ``uint8`` buffer ``out`` (at least ``nbytes`` long).
-
-        Returns a view of ``out`` with the tensor's dtype and shape. No allocation and no memory map:
-        the pages go through the page cache only, so resident memory stays at the buffer size.
-        """
-        loc = self._loc(name)
-        if out.dtype != torch.uint8 or out.device.type != "cpu" or not out.is_contiguous():
-            raise ValueError("read_into needs a contiguous CPU uint8 buffer")
-        if out.numel() < loc.nbytes:
-            raise ValueError(f"buffer of {out.numel()} bytes is too small for {name} ({loc.nbytes} bytes)")
-        view = memoryview(out.numpy())[: loc.nbytes]
-        fd, done = self._fd(loc.file), 0
-        while done < loc.nbytes:
-            if _HAS_PREADV:
-                n = os.preadv(fd, [view[done:]], loc.offset + done)
-            else:  # e.g. macOS / Windows: seek + readinto on the same descriptor
-                os.lseek(fd, loc.offset + done, os.SEEK_SET)
-                n = os.readv(fd, [view[done:]]) if hasattr(os, "readv") else _read_into(fd, view[done:])
-            if n <= 0:
-                raise UserError(f"{loc.file} is truncated (reading {name})")
-            done += n
-        typed = out[: loc.nbytes]
-        return typed.view(loc.torch_dtype).view(loc.shape) if loc.nbytes else torch.empty(loc.shape, dtype=loc.torch_dtype)
-
 
 # --------------------------------------------------------------------------- writing
 
@@ -371,29 +304,34 @@ class TensorSpec:
 
     @property
     def nbytes(self) -> int:
-        n = ST_TO_TORCH[self.dtype].itemsize
-        for d in self.shape:
-            n *= d
-        return n
+        return ST_TO_TORCH[self.dtype].itemsize * math.prod(self.shape)
 
     @classmethod
     def of(cls, name: str, tensor: torch.Tensor) -> "TensorSpec":
         return cls(name, TORCH_TO_ST[tensor.dtype], tuple(tensor.shape))
 
 
+_T = TypeVar("_T")
+
+
+def split_shards(items: Iterable[_T], nbytes: Callable[[_T], int], max_shard_bytes: int | None) -> Iterator[list[_T]]:
+    """Group ``items`` (in order, lazily) into shards of at most ``max_shard_bytes`` (one shard if None;
+    a single larger item gets a shard of its own). Always yields at least one, possibly empty, shard."""
+    shard: list[_T] = []
+    size = 0
+    for item in items:
+        n = nbytes(item)
+        if max_shard_bytes and shard and size + n > max_shard_bytes:
+            yield shard
+            shard, size = [], 0
+        shard.append(item)
+        size += n
+    yield shard
+
+
 def plan_shards(specs: list[TensorSpec], max_shard_bytes: int | None) -> list[list[TensorSpec]]:
     """Split ``specs`` (in order) into shards of at most ``max_shard_bytes`` (one shard if None)."""
-    if not max_shard_bytes:
-        return [list(specs)]
-    shards: list[list[TensorSpec]] = [[]]
-    size = 0
-    for spec in specs:
-        if shards[-1] and size + spec.nbytes > max_shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(spec)
-        size += spec.nbytes
-    return shards
+    return list(split_shards(specs, lambda s: s.nbytes, max_shard_bytes))
 
 
 def shard_file_names(n: int) -> list[str]:
@@ -403,7 +341,8 @@ def shard_file_names(n: int) -> list[str]:
     return [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
 
 
-def _header_bytes(specs: list[TensorSpec], metadata: Mapping[str, str] | None) -> bytes:
+def safetensors_header(specs: list[TensorSpec], metadata: Mapping[str, str] | None) -> bytes:
+    """The bytes a safetensors file starts with: size, JSON header (``specs`` laid out back to back)."""
     header: dict[str, Any] = {}
     if metadata:
         bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
@@ -430,215 +369,17 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     return memoryview(t.view(torch.uint8).numpy())
 
 
-class SafetensorsStreamWriter:
-    """Write tensors whose names, dtypes and shapes are known up front, one at a time, shard by shard.
-
-    Memory use is whatever the caller holds for the current tensor. Tensors must be written in the
-    order of ``specs``. ``max_shard_bytes=None`` writes one ``model.safetensors``; otherwise shards
-    plus ``model.safetensors.index.json``. ``shards`` may instead give an explicit layout (lists of
-    names, e.g. the input checkpoint's) with ``shard_names``.
-
-        with SafetensorsStreamWriter(out_dir, specs, metadata={"format": "pt"}) as w:
-            for spec in specs:
-                w.write(spec.name, tensor)             # or w.copy_tensor_from(spec.name, location)
-    """
-
-    def __init__(
-        self,
-        out_dir: str | os.PathLike,
-        specs: Iterable[TensorSpec],
-        *,
-        max_shard_bytes: int | None = None,
-        metadata: Mapping[str, str] | None = None,
-        shards: list[list[str]] | None = None,
-        shard_names: list[str] | None = None,
-    ):
-        self.out_dir = Path(out_dir)
-        specs = list(specs)
-        by_name = {s.name: s for s in specs}
-        if len(by_name) != len(specs):
-            raise ValueError("duplicate tensor names")
-        if shards is not None:
-            layout = [[by_name[n] for n in shard] for shard in shards]
-            if sum(len(s) for s in layout) != len(specs):
-                raise ValueError("explicit shard layout must list every tensor exactly once")
-        else:
-            layout = plan_shards(specs, max_shard_bytes)
-        self.shard_names = shard_names or shard_file_names(len(layout))
-        if len(self.shard_names) != len(layout):
-            raise ValueError("one shard name per shard")
-        self.metadata = dict(metadata or {})
-        self._queue: list[tuple[int, TensorSpec]] = [(i, s) for i, shard in enumerate(layout) for s in shard]
-        self._layout = layout
-        self._pos = 0
-        self._shard = -1
-        self._fh = None
-        self._remaining = 0
-        self._files: list[Path] | None = None
-        self._pending: list | None = None  # [file, start, end]: adjacent tensors copied in one call
-        self._copy_buf: bytearray | None = None
-        self.bytes_written = 0
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-
-    def __enter__(self) -> "SafetensorsStreamWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        self._pending = None
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-    @property
-    def next_name(self) -> str | None:
-        return self._queue[self._pos][1].name if self._pos < len(self._queue) else None
-
-    def _advance(self, name: str, nbytes: int) -> TensorSpec:
-        if self._pos >= len(self._queue):
-            raise ValueError(f"{name}: all planned tensors were already written")
-        shard, spec = self._queue[self._pos]
-        if spec.name != name:
-            raise ValueError(f"tensors must be written in plan order: expected {spec.name}, got {name}")
-        if nbytes != spec.nbytes:
-            raise ValueError(f"{name}: {nbytes} bytes given, {spec.nbytes} planned ({spec.dtype} {spec.shape})")
-        if shard != self._shard:
-            self._flush_copies()
-            self._finish_shard()
-            self._shard = shard
-            self._fh = open(self.out_dir / self.shard_names[shard], "wb", buffering=0)
-            self._fh.write(_header_bytes(self._layout[shard], self.metadata))
-            self._remaining = sum(s.nbytes for s in self._layout[shard])
-        self._pos += 1
-        self._remaining -= nbytes
-        self.bytes_written += nbytes
-        return spec
-
-    def _finish_shard(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-    def write(self, name: str, tensor: torch.Tensor | bytes | memoryview) -> None:
-        """Append one tensor (its dtype and shape must match the plan)."""
-        if isinstance(tensor, torch.Tensor):
-            spec = self._queue[self._pos][1] if self._pos < len(self._queue) else None
-            if spec is not None and spec.name == name and (
-                TORCH_TO_ST.get(tensor.dtype) != spec.dtype or tuple(tensor.shape) != spec.shape
-            ):
-                raise ValueError(
-                    f"{name}: got {tensor.dtype} {tuple(tensor.shape)}, planned {spec.dtype} {spec.shape}"
-                )
-            data = tensor_bytes(tensor)
-        else:
-            data = memoryview(tensor).cast("B")
-        self._flush_copies()
-        self._advance(name, data.nbytes)
-        view, done = data, 0
-        while done < data.nbytes:
-            done += self._fh.write(view[done:])
-
-    def copy_tensor_from(self, name: str, src: TensorLocation) -> None:
-        """Append a tensor by copying its bytes file-to-file (kernel ``copy_file_range`` when possible)."""
-        if self._pos < len(self._queue) and src.dtype != self._queue[self._pos][1].dtype:
-            raise ValueError(f"{name}: source dtype {src.dtype} differs from the plan")
-        p = self._pending
-        if p is not None and (p[0] != src.file or p[2] != src.offset):
-            self._flush_copies()
-        self._advance(name, src.nbytes)  # flushes on a shard change
-        if self._pending is None:
-            self._pending = [src.file, src.offset, src.offset + src.nbytes]
-        else:  # adjacent in the source: one copy for the whole run of untouched tensors
-            self._pending[2] += src.nbytes
-
-    def _flush_copies(self) -> None:
-        if self._pending is None:
-            return
-        file, start, end = self._pending
-        self._pending = None
-        self._copy_buf = copy_byte_range(file, start, end - start, self._fh, self._copy_buf)
-
-    def close(self) -> list[Path]:
-        """Finish the last shard, write the index (several shards) and return the files written."""
-        if self._files is not None:
-            return self._files
-        self._flush_copies()
-        if self._pos != len(self._queue):
-            missing = len(self._queue) - self._pos
-            raise ValueError(f"{missing} planned tensors were never written (next: {self.next_name})")
-        self._finish_shard()
-        for i, shard in enumerate(self._layout):
-            if not shard:  # an empty checkpoint still gets a valid (header-only) file
-                (self.out_dir / self.shard_names[i]).write_bytes(_header_bytes([], self.metadata))
-        files = [self.out_dir / n for n in self.shard_names]
-        if len(files) > 1:
-            weight_map = {s.name: self.shard_names[i] for i, shard in enumerate(self._layout) for s in shard}
-            index = {"metadata": {"total_size": self.bytes_written}, "weight_map": weight_map}
-            (self.out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2), encoding="utf-8")
-        self._files = files
-        return files
+def write_fully(fh, data: memoryview) -> None:
+    """Write all of ``data`` to the unbuffered binary file ``fh`` (raw writes may be partial)."""
+    done = 0
+    while done < data.nbytes:
+        done += fh.write(data[done:])
 
 
-def patch_header_placeholders(path: str | os.PathLike, replacements: Mapping[str, str]) -> int:
-    """Replace placeholder strings in a safetensors header in place; each value must have its placeholder's length.
-
-    This lets a writer put values that are only known at the end (e.g. the sources' sha256, hashed
-    while the weights stream out) into the metadata without rewriting the file. Returns the number
-    of replacements made.
-    """
-    with open(path, "r+b") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = f.read(size)
-        count = 0
-        for old, new in replacements.items():
-            ob, nb = old.encode("utf-8"), new.encode("utf-8")
-            if len(ob) != len(nb):
-                raise ValueError(f"replacement for {old!r} must be {len(ob)} bytes, got {len(nb)}")
-            count += header.count(ob)
-            header = header.replace(ob, nb)
-        f.seek(8)
-        f.write(header)
-    return count
-
-
-_NO_COPY_FILE_RANGE: set[tuple[int, int]] = set()  # (src dev, dst dev) pairs where the kernel refused
-
-
-def copy_byte_range(
-    src: Path, offset: int, nbytes: int, dst_fh, buf: bytearray | None = None
-) -> bytearray | None:
-    """Copy ``src[offset:offset+nbytes]`` to the current position of the open binary file ``dst_fh``.
-
-    Uses the kernel's ``copy_file_range`` (no data through Python) when the filesystems allow it,
-    else read/write through ``buf``, allocated only when needed. Returns the buffer for reuse.
-    """
-    with open(src, "rb", buffering=0) as fin:
-        left, pos = nbytes, offset
-        devs = (os.fstat(fin.fileno()).st_dev, os.fstat(dst_fh.fileno()).st_dev)
-        if hasattr(os, "copy_file_range") and devs not in _NO_COPY_FILE_RANGE:
-            try:
-                while left:
-                    n = os.copy_file_range(fin.fileno(), dst_fh.fileno(), min(left, 1 << 30), pos)
-                    if n <= 0:
-                        break
-                    left -= n
-                    pos += n
-            except OSError:  # e.g. across filesystems: remember, and fall back to read/write
-                _NO_COPY_FILE_RANGE.add(devs)
-        if left:
-            fin.seek(pos)
-            if buf is None:
-                buf = bytearray(_COPY_CHUNK)
-            view = memoryview(buf)
-            while left:
-                n = fin.readinto(view[: min(left, len(buf))])
-                if not n:
-                    raise UserError(f"{src} is truncated")
-                dst_fh.write(view[:n])
-                left -= n
-    return buf
+def write_index(out_dir: Path, weight_map: Mapping[str, str], total_bytes: int) -> None:
+    """``model.safetensors.index.json``: which shard holds each tensor, and the total tensor bytes."""
+    index = {"metadata": {"total_size": total_bytes}, "weight_map": dict(weight_map)}
+    (out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2), encoding="utf-8")
 
 
 def write_safetensors_sharded(
@@ -650,60 +391,41 @@ def write_safetensors_sharded(
     """Write tensors as ``model.safetensors`` or as shards + index (Hugging Face layout).
 
     ``tensors`` is a mapping, or any iterable of ``(name, tensor)`` pairs (e.g. a generator that
-    produces tensors lazily); at most one shard's worth of tensors is held at a time.
+    produces tensors lazily); at most one shard's worth of tensors is held at a time. Sizes need not
+    be known up front: shards are written under temporary names and renamed at the end.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt", **dict(metadata or {})}
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
-    if isinstance(tensors, Mapping):
-        specs = [TensorSpec.of(n, t) for n, t in tensors.items()]
-        with SafetensorsStreamWriter(out_dir, specs, max_shard_bytes=max_shard_bytes, metadata=metadata) as w:
-            for name, t in items:
-                w.write(name, t)
-        return [out_dir / n for n in w.shard_names]
+    seen: set[str] = set()
 
-    # Unknown sizes up front: gather one shard at a time under temporary names, rename at the end.
-    shard_paths: list[Path] = []
-    weight_map: dict[str, int] = {}
-    pending: list[tuple[str, torch.Tensor]] = []
-    pending_bytes, total = 0, 0
+    def unique(pairs: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+        for name, t in pairs:
+            if name in seen:
+                raise ValueError(f"duplicate tensor name {name}")
+            seen.add(name)
+            yield name, t
 
-    def flush() -> None:
-        nonlocal pending, pending_bytes
-        if not pending:
-            return
-        path = out_dir / f".shard-{len(shard_paths):05d}.tmp"
-        specs = [TensorSpec.of(n, t) for n, t in pending]
-        with SafetensorsStreamWriter(out_dir, specs, metadata=metadata, shard_names=[path.name]) as w:
-            for n, t in pending:
-                w.write(n, t)
-                weight_map[n] = len(shard_paths)
-        shard_paths.append(path)
-        pending, pending_bytes = [], 0
-
-    for name, t in items:
-        if name in weight_map or any(name == n for n, _ in pending):
-            raise ValueError(f"duplicate tensor name {name}")
-        nbytes = t.numel() * t.element_size()
-        if max_shard_bytes and pending and pending_bytes + nbytes > max_shard_bytes:
-            flush()
-        pending.append((name, t))
-        pending_bytes += nbytes
-        total += nbytes
-    flush()
-    if not shard_paths:
-        with SafetensorsStreamWriter(out_dir, [], metadata=metadata):
-            pass
-        return [out_dir / SINGLE_FILE]
-    names = shard_file_names(len(shard_paths))
+    temps: list[Path] = []
+    shard_of: dict[str, int] = {}
+    total = 0
+    for i, shard in enumerate(split_shards(unique(items), lambda kv: kv[1].numel() * kv[1].element_size(),
+                                           max_shard_bytes)):
+        temps.append(out_dir / f".shard-{i:05d}.tmp")
+        with open(temps[-1], "wb", buffering=0) as fh:
+            fh.write(safetensors_header([TensorSpec.of(n, t) for n, t in shard], metadata))
+            for name, t in shard:
+                data = tensor_bytes(t)
+                write_fully(fh, data)
+                shard_of[name] = i
+                total += data.nbytes
+    names = shard_file_names(len(temps))
     finals = [out_dir / n for n in names]
-    for tmp, final in zip(shard_paths, finals):
+    for tmp, final in zip(temps, finals):
         os.replace(tmp, final)
     if len(finals) > 1:
-        index = {"metadata": {"total_size": total},
-                 "weight_map": {n: names[i] for n, i in weight_map.items()}}
-        (out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2), encoding="utf-8")
+        write_index(out_dir, {n: names[i] for n, i in shard_of.items()}, total)
     return finals
 
 
@@ -740,72 +462,6 @@ def copy_support_files(
             shutil.copy2(item, dst)
         copied.append(dst)
     return copied
-
-
-def sha256_file(path: str | os.PathLike, *, chunk_bytes: int = 16 << 20, progress=None) -> str:
-    """Hex sha256 of a file, read in chunks (``progress`` is an optional callable fed byte counts)."""
-    h = hashlib.sha256()
-    buf = bytearray(chunk_bytes)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            n = f.readinto(view)
-            if not n:
-                break
-            h.update(view[:n])
-            if progress is not None:
-                progress(n)
-    return h.hexdigest()
-
-
-def _hash_cache_file() -> Path | None:
-    if os.environ.get("QWEN_TTS_EXT_HASH_CACHE", "1").lower() in ("0", "false", "no", "off"):
-        return None
-    root = os.environ.get("QWEN_TTS_EXT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "qwen-tts-ext"
-    )
-    return Path(root) / "sha256.json"
-
-
-def sha256_file_cached(path: str | os.PathLike, *, progress=None) -> str:
-    """``sha256_file`` remembered per (real path, size, mtime, inode), so re-blending the same parents
-    (an alpha sweep) does not hash gigabytes again. The cache lives in ``$QWEN_TTS_EXT_CACHE`` (default
-    ``~/.cache/qwen-tts-ext/sha256.json``); ``QWEN_TTS_EXT_HASH_CACHE=0`` turns it off. A Hugging Face
-    cache blob's name is its sha256 and is used directly.
-    """
-    known = hf_cache_sha256(path)
-    if known:
-        return known
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
-    cache_file = _hash_cache_file()
-    cache: dict = {}
-    if cache_file is not None and cache_file.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            cache = json.loads(cache_file.read_text(encoding="utf-8"))
-        hit = cache.get(real)
-        if isinstance(hit, dict) and all(hit.get(k) == v for k, v in key.items()) and hit.get("sha256"):
-            return hit["sha256"]
-    digest = sha256_file(real, progress=progress)
-    if cache_file is not None:
-        with contextlib.suppress(OSError, ValueError):
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            if cache_file.is_file():  # merge with entries written meanwhile
-                cache = {**json.loads(cache_file.read_text(encoding="utf-8")), **cache}
-            cache[real] = {**key, "sha256": digest}
-            tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache, indent=1), encoding="utf-8")
-            os.replace(tmp, cache_file)
-    return digest
-
-
-def hf_cache_sha256(path: str | os.PathLike) -> str | None:
-    """The sha256 of a Hugging Face cache file, free: LFS blobs are named by it. None otherwise."""
-    real = Path(os.path.realpath(path))
-    if real.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", real.name):
-        return real.name
-    return None
 
 
 def drop_empty_model_type(config: dict) -> dict:

@@ -2,7 +2,8 @@
 
 - ``config``: ``BlendConfig``, the command's settings;
 - ``plan``: tensor mapping, per-layer schedules, compatibility checks (decides, touches no data);
-- ``lerp``: float32 arithmetic with reused buffers and the streaming checkpoint writer;
+- ``lerp``: float32 arithmetic with reused buffers and the streaming blend (``stream_blend``);
+- ``stream_io``: byte-level safetensors I/O (raw reads, streaming writer, kernel copies, header patches, sha256 cache);
 - ``mri``: where the parents differ (JSON + heat-map);
 - ``pipeline``: the command end to end (provenance, model card, atomic output);
 - ``runtime``: the same blend applied in memory to a loaded model;

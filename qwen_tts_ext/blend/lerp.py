@@ -23,7 +23,8 @@ from typing import Callable, Iterator, Mapping
 import torch
 
 from qwen_tts_ext.blend.plan import BlendEntry, BlendPlan
-from qwen_tts_ext.checkpoint_io import LazyCheckpoint, SafetensorsStreamWriter, TensorSpec, plan_shards
+from qwen_tts_ext.blend.stream_io import SafetensorsStreamWriter, StreamingCheckpoint
+from qwen_tts_ext.checkpoint_io import TensorSpec, plan_shards
 
 CPU_CHUNK = 1 << 18  # elements per step on the CPU: 1 MiB float32 per buffer, stays in cache
 GPU_CHUNK = 1 << 24
@@ -143,11 +144,11 @@ class Lerper:
 class PairReader:
     """Reads an entry's TTS and LLM tensors raw into reused byte buffers (no allocation per tensor)."""
 
-    def __init__(self, tts: LazyCheckpoint, llm: LazyCheckpoint, lerper: Lerper | None = None):
+    def __init__(self, tts: StreamingCheckpoint, llm: StreamingCheckpoint, lerper: Lerper | None = None):
         self.tts, self.llm = tts, llm
         self.lerper = lerper or Lerper()
 
-    def _raw(self, key: str, ck: LazyCheckpoint, name: str) -> torch.Tensor:
+    def _raw(self, key: str, ck: StreamingCheckpoint, name: str) -> torch.Tensor:
         buf = self.lerper.buffer(key, ck.nbytes(name), torch.uint8)
         return ck.read_into(name, buf)
 
@@ -169,7 +170,7 @@ class StreamResult:
 
 
 def output_layout(
-    tts: LazyCheckpoint, max_shard_bytes: int | None
+    tts: StreamingCheckpoint, max_shard_bytes: int | None
 ) -> tuple[list[TensorSpec], list[list[str]] | None, list[str] | None]:
     """Tensor specs in on-disk order and the output layout: the input's files when ``max_shard_bytes``
     is None, one file when it is 0, else shards of at most that many bytes."""
@@ -189,8 +190,8 @@ def output_layout(
 
 def stream_blend(
     plan: BlendPlan,
-    tts: LazyCheckpoint,
-    llm: LazyCheckpoint,
+    tts: StreamingCheckpoint,
+    llm: StreamingCheckpoint,
     out_dir: str | Path,
     *,
     metadata: Mapping[str, str] | None = None,

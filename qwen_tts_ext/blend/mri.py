@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 
 from qwen_tts_ext.blend.lerp import Lerper, PairReader, torch_threads
 from qwen_tts_ext.blend.plan import BlendPlan
-from qwen_tts_ext.checkpoint_io import LazyCheckpoint
+from qwen_tts_ext.blend.stream_io import StreamingCheckpoint
 
 METRICS = ("rel_distance", "cosine", "norm_ratio")
 _TITLES = {
@@ -32,7 +32,10 @@ _TITLES = {
 
 
 def measure(
-    plan: BlendPlan, tts: LazyCheckpoint, llm: LazyCheckpoint, progress: Callable[[int], None] | None = None
+    plan: BlendPlan,
+    tts: StreamingCheckpoint,
+    llm: StreamingCheckpoint,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """MRI statistics of every mapped tensor (read one pair at a time into reused buffers)."""
     reader = PairReader(tts, llm, Lerper())

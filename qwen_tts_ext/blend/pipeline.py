@@ -28,14 +28,17 @@ from qwen_tts_ext.blend import mri
 from qwen_tts_ext.blend.lerp import stream_blend
 from qwen_tts_ext.blend.config import BlendConfig, parse_size
 from qwen_tts_ext.blend.plan import PROJECTIONS, BlendPlan, make_plan, schedule_summary
+from qwen_tts_ext.blend.stream_io import (
+    StreamingCheckpoint,
+    hf_cache_sha256,
+    patch_header_placeholders,
+    sha256_file_cached,
+)
 from qwen_tts_ext.checkpoint_io import (
     LazyCheckpoint,
     copy_support_files,
-    hf_cache_sha256,
-    patch_header_placeholders,
     require_llm_checkpoint,
     require_tts_checkpoint,
-    sha256_file_cached,
 )
 from qwen_tts_ext.command import emit
 from qwen_tts_ext.errors import UserError
@@ -264,7 +267,7 @@ def blend_checkpoint(cfg: BlendConfig, *, log: Callable[[str], None] = _print, p
                          legacy=REPORT_LEGACY)
     max_shard = parse_size(cfg.shard_size)
 
-    with LazyCheckpoint(tts_dir) as tts, LazyCheckpoint(llm_dir) as llm:
+    with StreamingCheckpoint(tts_dir) as tts, StreamingCheckpoint(llm_dir) as llm:
         plan = plan_for(tts, llm, cfg)
         for note in plan.notes:
             log(f"note: {note}")

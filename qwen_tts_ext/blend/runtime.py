@@ -30,6 +30,7 @@ import torch
 
 from qwen_tts_ext.blend.lerp import Lerper, torch_threads
 from qwen_tts_ext.blend.plan import PROJECTIONS, make_plan
+from qwen_tts_ext.blend.stream_io import StreamingCheckpoint
 from qwen_tts_ext.checkpoint_io import LazyCheckpoint, resolve_checkpoint
 from qwen_tts_ext.errors import UserError
 
@@ -113,8 +114,10 @@ def apply_blend_to_model(
     if state and state.get("originals") is None:
         raise UserError("this model is already blended (keep_originals=False); reload it before blending again")
 
-    own = not isinstance(llm, LazyCheckpoint)
-    ck = LazyCheckpoint(resolve_checkpoint(llm, what="--llm")) if own else llm
+    if isinstance(llm, LazyCheckpoint) and not isinstance(llm, StreamingCheckpoint):
+        llm = llm.root  # a header-only view: reopened below for raw reads
+    own = not isinstance(llm, StreamingCheckpoint)
+    ck = StreamingCheckpoint(resolve_checkpoint(llm, what="--llm")) if own else llm
     try:
         # The model's tensors as the plan sees them: the same checks as for a checkpoint on disk.
         table = {name: (tuple(p.shape), p.dtype) for name, p in params.items()}
