@@ -28,6 +28,7 @@ def _optional_commands() -> None:
         ("synthesize", "qwen_tts_ext.synthesis.cli", "speak a tagged script with one locked voice"),
         ("evaluate", "qwen_tts_ext.evaluation.cli", "Darwin alpha sweep: stop rate, duration, similarity, drift, RTF"),
         ("studio", "qwen_tts_ext.studio", "the browser studio (Gradio)"),
+        ("score", "qwen_tts_ext.evaluation.score_cli", "judge audio offline: similarity, MOS, WER, timing per clip"),
     ):
         if importlib.util.find_spec(module.rsplit(".", 1)[0]) is not None:
             COMMANDS.setdefault(name, (module, desc))
