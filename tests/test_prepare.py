@@ -14,7 +14,8 @@ from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.prep import PrepareConfig, prepare
 from qwen_tts_ext.prep import audio as A
 from qwen_tts_ext.prep.encode import padding_ratio, plan_batches
-from qwen_tts_ext.prep.speakers import SpeakerEncoder, load_speakers, mean_embedding
+from qwen_tts_ext.prep.speakers import SpeakerEncoder, mean_embedding
+from qwen_tts_ext.prepared import load_speakers
 
 MAX_SECONDS = 8.0
 

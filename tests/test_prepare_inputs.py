@@ -118,7 +118,7 @@ def tiny_base_tokenizer(tiny_base):
 
 
 def test_shard_slices_concatenate_and_merge_to_the_full_dataset(corpus, reference, tiny_base, tmp_path):
-    from qwen_tts_ext.prep.speakers import load_speakers
+    from qwen_tts_ext.prepared import load_speakers
 
     parts, dirs = [], []
     for i in (1, 0):  # order of the runs does not matter

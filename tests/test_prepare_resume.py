@@ -17,7 +17,7 @@ from _prep_helpers import read_jsonl
 from qwen_tts_ext.prep import PrepareConfig, prepare
 from qwen_tts_ext.prep.pipeline import SHARD_DELAY_ENV
 from qwen_tts_ext.prep.shards import work_dir_for
-from qwen_tts_ext.prep.speakers import load_speakers
+from qwen_tts_ext.prepared import load_speakers
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -182,7 +182,7 @@ def run(cfg: EvaluateConfig) -> int:
             reference = voice.xvector.numpy()
             ref_desc = f"x-vector of {voice.name} ({voice.source})"
         elif v.speakers_file and voice.kind == "speaker":
-            from qwen_tts_ext.prep.speakers import load_speakers
+            from qwen_tts_ext.prepared import load_speakers
 
             table = {k.lower(): val for k, val in load_speakers(v.speakers_file).items()}
             if voice.speaker in table:

@@ -1,7 +1,8 @@
 """Stage 3 of data prep: the finished shards -> one output folder, built in a temporary folder next to
 it and renamed into place by :func:`qwen_tts_ext.outputs.output_dir` (content-duplicate check,
-per-speaker float32 mean x-vectors, the ``datasets`` dataset, ``train_with_codes.jsonl``,
-``rejects.jsonl``, ``stats.json``, and the ``.qwen-tts-ext.json`` marker saying ``prepare`` wrote it)."""
+per-speaker float32 mean x-vectors, the dataset and speaker files through :mod:`qwen_tts_ext.prepared`
+(the format training reads), ``train_with_codes.jsonl``, ``rejects.jsonl``, ``stats.json``, and the
+``.qwen-tts-ext.json`` marker saying ``prepare`` wrote it)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ from qwen_tts_ext.config import config_to_dict
 from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.outputs import output_dir
 from qwen_tts_ext.prep.config import PrepareConfig
+from qwen_tts_ext.prepared import save_speakers, write_meta, write_prepared
 from qwen_tts_ext.prep.report import Timing, log, summary, write_jsonl
 from qwen_tts_ext.prep.report import stats as report_stats
 from qwen_tts_ext.prep.rows import clip_stem
 from qwen_tts_ext.prep.shards import WorkDir
 
-FORMAT_VERSION = 1  # of the output folder (prepare_config.json)
 COMMAND = "prepare"  # the command named in the output's marker (qwen_tts_ext.outputs)
 LEGACY = {COMMAND: ["prepare_config.json"]}  # outputs written before the marker existed
 
@@ -32,7 +33,7 @@ def assemble(cfg: PrepareConfig, out: Path, work: WorkDir, identity: dict, finge
              total_rows: int, overwrite: bool = False) -> None:
     """Build the output folder from the finished shards; ``overwrite``: ``out`` holds a previous
     ``prepare`` output that may be replaced (anything else there is refused)."""
-    from qwen_tts_ext.prep.speakers import cosine_similarity, mean_embedding, save_speakers
+    from qwen_tts_ext.prep.speakers import cosine_similarity, mean_embedding
 
     records, codes, xvecs, rejects, ref_rejects = [], [], [], [], []
     refs: dict[str, np.ndarray] = {}
@@ -106,7 +107,7 @@ def assemble(cfg: PrepareConfig, out: Path, work: WorkDir, identity: dict, finge
                     shutil.copy2(src, dst)
                 rec["audio_path"] = str(out / rec["audio_path"])
                 rec["source"] = rec["audio_path"]
-        save_dataset(tmp / "dataset", records, codes, progress=cfg.progress)
+        write_prepared(tmp, records, codes, progress=cfg.progress)
         save_speakers(spk_vectors, spk_clips, tmp, spk_sources)
         if cfg.shard_index()[1] > 1:  # a slice: keep per-clip vectors so `--merge` reproduces exact means
             from safetensors.numpy import save_file
@@ -126,50 +127,7 @@ def assemble(cfg: PrepareConfig, out: Path, work: WorkDir, identity: dict, finge
         write_jsonl(tmp / "rejects.jsonl", rejects + ref_rejects)
         stats = report_stats(cfg, records, rejects, ref_rejects, total_rows, timing, similarity, spk_sources)
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
-        meta = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "dry_run": False,
-                "created_unix": time.time(), "config": config_to_dict(cfg), "identity": identity}
-        (tmp / "prepare_config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str),
-                                                 encoding="utf-8")
+        write_meta(tmp, {"fingerprint": fingerprint, "dry_run": False, "created_unix": time.time(),
+                         "config": config_to_dict(cfg), "identity": identity})
     log(cfg, summary(out, stats))
 
-
-def save_dataset(path: Path, records: list[dict], codes: list[np.ndarray], progress: bool = True) -> None:
-    import datasets
-    import pyarrow as pa
-    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
-
-    offsets = np.zeros(len(codes) + 1, dtype=np.int32)
-    offsets[1:] = np.cumsum([c.shape[0] for c in codes])
-    flat = np.concatenate(codes).astype(np.int32).reshape(-1)
-    frames = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.int32()), 16)
-    codes_arr = pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), frames)
-    table = pa.table({
-        "id": pa.array([r["id"] for r in records], pa.string()),
-        "text": pa.array([r["text"] for r in records], pa.string()),
-        "codes": codes_arr,
-        "num_frames": pa.array([r["num_frames"] for r in records], pa.int32()),
-        "speaker": pa.array([r["speaker"] for r in records], pa.string()),
-        "language": pa.array([r["language"] for r in records], pa.string()),
-        "instruct": pa.array([r["instruct"] for r in records], pa.string()),
-        "duration": pa.array([r["duration"] for r in records], pa.float32()),
-        "audio_path": pa.array([r["audio_path"] for r in records], pa.string()),
-        "ref_audio": pa.array([r["ref_audio"] for r in records], pa.string()),
-    })
-    features = datasets.Features({
-        "id": datasets.Value("string"), "text": datasets.Value("string"),
-        "codes": datasets.List(datasets.List(datasets.Value("int32"), length=16)),
-        "num_frames": datasets.Value("int32"), "speaker": datasets.Value("string"),
-        "language": datasets.Value("string"), "instruct": datasets.Value("string"),
-        "duration": datasets.Value("float32"), "audio_path": datasets.Value("string"),
-        "ref_audio": datasets.Value("string"),
-    })
-    ds = datasets.Dataset(table, info=datasets.DatasetInfo(features=features,
-                                                           description="qwen-tts-ext prepared 12 Hz codes"))
-    was_enabled = is_progress_bar_enabled()
-    if not progress:
-        disable_progress_bar()
-    try:
-        ds.save_to_disk(str(path))
-    finally:
-        if was_enabled and not progress:
-            enable_progress_bar()

@@ -24,19 +24,21 @@ import numpy as np
 from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.outputs import check_output_dir, output_dir
 from qwen_tts_ext.prep.assemble import COMMAND, LEGACY
+from qwen_tts_ext.prepared import META, check_version, concat_prepared, save_speakers, write_meta
 
 CLIP_VECTORS = "speaker_clips.safetensors"
 
 
 def _load_meta(part: Path) -> dict:
-    path = part / "prepare_config.json"
+    path = part / META
     if not path.is_file():
-        raise UserError(f"{part} is not a prepared folder (no prepare_config.json)")
+        raise UserError(f"{part} is not a prepared folder (no {META})")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
         meta["identity"]["manifest"]["slice"], meta["identity"]["manifest"]["rows"]  # noqa: B018 (must exist)
     except (ValueError, KeyError, TypeError):
-        raise UserError(f"{path} is not a readable prepare_config.json; is {part} a `prepare` output?") from None
+        raise UserError(f"{path} is not a readable {META}; is {part} a `prepare` output?") from None
+    check_version(meta.get("format_version"), part)
     if meta.get("dry_run"):
         raise UserError(f"{part} is a dry-run report, not a prepared dataset")
     if not (part / CLIP_VECTORS).is_file():
@@ -98,7 +100,6 @@ def merge_prepared(parts: list[str | os.PathLike], output: str | os.PathLike, ov
     if cover != total:
         raise UserError(f"slices cover rows 0..{cover} of {total}; a slice is missing")
 
-    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
     from safetensors import safe_open
 
     from qwen_tts_ext.prep.speakers import mean_embedding
@@ -121,27 +122,16 @@ def merge_prepared(parts: list[str | os.PathLike], output: str | os.PathLike, ov
         vectors[name] = mean_embedding([clip_vecs[n] for n in names])
         clips[name], sources[name] = names, src
 
-    was_enabled = is_progress_bar_enabled()
-    if not progress:
-        disable_progress_bar()
-    try:
-        with output_dir(out, command=COMMAND, overwrite=overwrite, legacy=LEGACY) as tmp:
-            _write_merged(tmp, paths, metas, total, vectors, clips, sources)
-    finally:
-        if was_enabled and not progress:
-            enable_progress_bar()
+    with output_dir(out, command=COMMAND, overwrite=overwrite, legacy=LEGACY) as tmp:
+        _write_merged(tmp, paths, metas, total, vectors, clips, sources, progress)
     return out
 
 
 def _write_merged(tmp: Path, paths: list[Path], metas: list[dict], total: int, vectors: dict, clips: dict,
-                  sources: dict) -> None:
-    import datasets
-
+                  sources: dict, progress: bool) -> None:
     from qwen_tts_ext.prep.report import frames_histogram
-    from qwen_tts_ext.prep.speakers import save_speakers
 
-    ds = datasets.concatenate_datasets([datasets.load_from_disk(str(p / "dataset")) for p in paths])
-    ds.save_to_disk(str(tmp / "dataset"))
+    ds = concat_prepared(paths, tmp, progress=progress)  # the slices' datasets checked, in the current format
     save_speakers(vectors, clips, tmp, sources)
     for fname in ("train_with_codes.jsonl", "rejects.jsonl"):
         with open(tmp / fname, "wb") as dst:
@@ -169,4 +159,4 @@ def _write_merged(tmp: Path, paths: list[Path], metas: list[dict], total: int, v
     meta["identity"] = dict(meta["identity"], manifest=dict(meta["identity"]["manifest"], slice=[0, total]))
     meta["merged_from"] = [str(p) for p in paths]
     meta["created_unix"] = time.time()
-    (tmp / "prepare_config.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    write_meta(tmp, meta)

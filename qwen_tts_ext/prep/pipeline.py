@@ -41,13 +41,14 @@ from qwen_tts_ext.constants import CODEC_LANGUAGE_IDS, SAMPLE_RATE, SAMPLES_PER_
 from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.prep import audio as A
 from qwen_tts_ext.outputs import check_output_dir, output_dir
-from qwen_tts_ext.prep.assemble import COMMAND, FORMAT_VERSION, LEGACY, assemble
+from qwen_tts_ext.prep.assemble import COMMAND, LEGACY, assemble
 from qwen_tts_ext.prep.config import NON_IDENTITY_FIELDS, PrepareConfig
 from qwen_tts_ext.prep.manifest import Columns, ManifestRow, manifest_fingerprint, read_manifest
 from qwen_tts_ext.prep.report import Timing, log, summary, write_jsonl
 from qwen_tts_ext.prep.report import stats as report_stats
 from qwen_tts_ext.prep.rows import RowPlan, RowResult, plan_rows, process_row, reject_entry
 from qwen_tts_ext.prep.shards import ShardData, WorkDir, work_dir_for
+from qwen_tts_ext.prepared import FORMAT_VERSION, write_meta
 
 # Test hook: seconds to sleep after each shard is written (lets a test kill a run mid-way).
 SHARD_DELAY_ENV = "QWEN_TTS_EXT_PREP_SHARD_DELAY"
@@ -287,6 +288,10 @@ def _check_existing_output(out: Path, fingerprint: str, cfg: PrepareConfig) -> b
     if meta is None:
         raise UserError(f"--output {out} holds a previous `prepare` output without a readable prepare_config.json; "
                         "pass --overwrite to replace it, or choose another --output")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:  # same job or not: the fingerprint covers the format
+        raise UserError(f"--output {out} holds a dataset in prepared-data format {version} (this prepare writes "
+                        f"{FORMAT_VERSION}); pass --overwrite to rebuild it, or choose another --output")
     raise UserError(f"--output {out} holds a dataset prepared from different inputs or settings; "
                     "choose another --output or pass --overwrite to replace it")
 
@@ -461,9 +466,8 @@ def _dry_run(cfg: PrepareConfig, out: Path, plans: list[RowPlan], identity: dict
     with output_dir(out, command=COMMAND, overwrite=overwrite, legacy=LEGACY, marker={"dry_run": True}) as tmp:
         write_jsonl(tmp / "rejects.jsonl", rejects + ref_rejects)
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
-        meta = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "dry_run": True,
-                "created_unix": time.time(), "config": config_to_dict(cfg), "identity": identity}
-        (tmp / "prepare_config.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+        write_meta(tmp, {"fingerprint": fingerprint, "dry_run": True, "created_unix": time.time(),
+                         "config": config_to_dict(cfg), "identity": identity})
     log(cfg, "dry run: " + summary(out, stats).replace("prepared", "validated", 1) + "\n  (nothing encoded)")
     return out
 

@@ -11,7 +11,8 @@ equal the stock model's.
     vec = enc.embed(load_audio("ref.wav"))            # float32 [enc_dim]
 
 :func:`mean_embedding` averages per-clip vectors in float32 (the official recipe keeps one clip's
-bf16 vector from the first shuffled batch).
+bf16 vector from the first shuffled batch). The speaker files they go into are
+:mod:`qwen_tts_ext.prepared`'s (``save_speakers`` / ``load_speakers``).
 """
 
 from __future__ import annotations
@@ -183,32 +184,3 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     b = np.asarray(b, dtype=np.float64)
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
 
-
-def save_speakers(vectors: dict[str, np.ndarray], clips: dict[str, list[str]], out_dir: Path,
-                  sources: dict[str, str] | None = None) -> None:
-    """Write ``speakers.safetensors`` (name -> float32 vector) and ``speakers.json`` into ``out_dir``."""
-    import torch
-    from safetensors.torch import save_file
-
-    tensors = {name: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for name, v in vectors.items()}
-    save_file(tensors, str(out_dir / "speakers.safetensors"), metadata={"format": "pt", "kind": "qwen3-tts x-vectors"})
-    os.chmod(out_dir / "speakers.safetensors", 0o644)
-    meta = {
-        name: {"clips": clips.get(name, []), "num_clips": len(clips.get(name, [])), "dim": int(vectors[name].shape[0]),
-               **({"source": sources[name]} if sources and name in sources else {})}
-        for name in vectors
-    }
-    (out_dir / "speakers.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-
-
-def load_speakers(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a ``speakers.safetensors`` (or the folder holding it) into ``{name: float32 vector}``."""
-    from safetensors import safe_open
-
-    p = Path(path)
-    if p.is_dir():
-        p = p / "speakers.safetensors"
-    if not p.is_file():
-        raise UserError(f"{p} does not exist; run `qwen-tts-ext prepare` first")
-    with safe_open(str(p), framework="np") as f:
-        return {k: f.get_tensor(k).astype(np.float32) for k in f.keys()}

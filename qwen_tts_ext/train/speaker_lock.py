@@ -57,7 +57,7 @@ def assign_rows(names: list[str], existing: dict[str, int], vocab_size: int, fir
 
 def load_speaker_vectors(path: str | Path) -> dict[str, torch.Tensor]:
     """``speakers.safetensors`` from data prep: lower-cased name -> float32 vector."""
-    from qwen_tts_ext.prep.speakers import load_speakers
+    from qwen_tts_ext.prepared import load_speakers
 
     return {k.lower(): torch.from_numpy(v) for k, v in load_speakers(path).items()}
 
