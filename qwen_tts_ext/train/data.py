@@ -15,29 +15,14 @@ from pathlib import Path
 import torch
 
 from qwen_tts_ext.errors import UserError
+from qwen_tts_ext.prepared import Rows, read_prepared
 from qwen_tts_ext.train.layout import SampleLayout, SpecialIds, build_sample, collate
-
-REQUIRED_COLUMNS = ("text", "codes", "speaker")
 
 
 def load_prepared(path: str | Path):
-    """The ``datasets`` dataset written by data prep (``<prep_output>/dataset`` or the folder itself)."""
-    from datasets import load_from_disk
-
-    path = Path(path)
-    ds_dir = path / "dataset" if (path / "dataset").is_dir() else path
-    if not ds_dir.is_dir():
-        raise UserError(f"dataset {path} not found; point data.path at the output folder of prepare_data.py")
-    try:
-        ds = load_from_disk(str(ds_dir))
-    except Exception as exc:  # noqa: BLE001 - a user path that is not a saved dataset
-        raise UserError(f"{ds_dir} is not a prepared dataset ({type(exc).__name__}); run prepare_data.py") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
-    if missing:
-        raise UserError(f"dataset {ds_dir} lacks column(s) {missing}; it was not written by prepare_data.py")
-    if len(ds) == 0:
-        raise UserError(f"dataset {ds_dir} is empty")
-    return ds
+    """The checked ``datasets`` dataset of a ``prepare`` output folder (or its ``dataset/`` folder):
+    :func:`qwen_tts_ext.prepared.read_prepared` (format version, columns, every code's range and shape)."""
+    return read_prepared(path)
 
 
 class TextTokenizer:
@@ -73,12 +58,13 @@ class SFTDataset(torch.utils.data.Dataset):
     def __init__(self, hf_dataset, tokenizer: TextTokenizer, ids: SpecialIds, speaker_names: list[str],
                  use_instruct: bool = True, use_language: bool = True):
         self.ds = hf_dataset
+        self.rows = Rows(hf_dataset)
         self.tok = tokenizer
         self.ids = ids
         self.speakers = {n: i for i, n in enumerate(speaker_names)}
-        self.use_instruct = use_instruct and "instruct" in hf_dataset.column_names
-        self.use_language = use_language and "language" in hf_dataset.column_names
-        frames = hf_dataset["num_frames"] if "num_frames" in hf_dataset.column_names else [len(c) for c in hf_dataset["codes"]]
+        self.use_instruct = use_instruct
+        self.use_language = use_language
+        frames = hf_dataset["num_frames"]
         texts = hf_dataset["text"]
         # Bucketing key: positions ~ frames + the fixed prefix + about one text token per 2 characters
         # (an estimate, so the dataset need not be tokenized up front; samples are laid out lazily)
@@ -94,14 +80,14 @@ class SFTDataset(torch.utils.data.Dataset):
         return len(self.ds)
 
     def __getitem__(self, i: int) -> Example:
-        row = self.ds[int(i)]
+        row = self.rows[i]
         layout = build_sample(
             self.tok.text_ids(row["text"]),
-            torch.tensor(row["codes"], dtype=torch.long),
+            torch.from_numpy(row["codes"]),
             self.ids,
             role_ids=self.tok.role_ids,
-            language=row.get("language") if self.use_language else None,
-            instruct_ids=self.tok.instruct_ids(row.get("instruct")) if self.use_instruct else None,
+            language=row["language"] if self.use_language else None,
+            instruct_ids=self.tok.instruct_ids(row["instruct"]) if self.use_instruct else None,
         )
         return Example(layout=layout, speaker_index=self.speakers[row["speaker"].lower()])
 
