@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from _sft_helpers import make_prepared
+from qwen_tts_ext.config import load_config
+from qwen_tts_ext.train.config import RESUME_MAY_CHANGE, SFTConfig, recipe_record, resume_changes
 from tests._cli_contract import refuse, user_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +55,16 @@ def world(tiny_base, tiny_llm, prepared, tmp_path):
     (export / ".qwen-tts-ext.json").write_text(json.dumps({"command": "sft-export"}))
     (export / "model.safetensors").write_bytes(b"weights")
     w["export"] = export
+    # our own run with a checkpoint, whose saved recipe had another lr and sub-talker weight
+    changed = _fake_run(tmp_path / "changed-run", marker=True,
+                        state={"global_step": 1, "epoch": 0, "batch_in_epoch": 1, "written_by": "qwen-tts-ext"})
+    saved = recipe_record(load_config(SFTConfig, TINY, [f"model={tiny_base}", f"data.path={prepared}",
+                                                        f"output_dir={changed}"]))
+    saved["train"].update(lr=1e-4, subtalker_weight=0.5)
+    (changed / "config.json").write_text(json.dumps(saved))
+    w["changed_run"] = changed
+    w["unsaved_run"] = _fake_run(tmp_path / "unsaved-run", marker=True,
+                                 state={"global_step": 1, "epoch": 0, "batch_in_epoch": 1, "written_by": "qwen-tts-ext"})
     w["unprepared"] = tmp_path / "recordings"
     w["unprepared"].mkdir()
     (w["unprepared"] / "clip.wav").write_bytes(b"RIFF")
@@ -84,6 +96,12 @@ CASES = {
     "resume_without_checkpoint": (lambda w: _args(w, w["own_no_ckpt"], "--resume"), "holds no checkpoint"),
     "resume_absent_folder": (lambda w: _args(w, w["tmp"] / "never", "--resume"), "holds no run to resume"),
     "resume_and_overwrite": (lambda w: _args(w, w["own_no_ckpt"], "--resume", "--overwrite"), "choose one"),
+    "resume_changed_objective": (lambda w: _args(w, w["changed_run"], "--resume"),
+                                 "the objective or data changed (train.lr 0.0001 -> 0.003; "
+                                 "train.subtalker_weight 0.5 -> 0.3); resume with the saved settings, pass --force"),
+    "resume_without_saved_recipe": (lambda w: _args(w, w["unsaved_run"], "--resume"),
+                                    "config.json (the recipe it trained with) is missing or unreadable"),
+    "force_without_resume": (lambda w: _args(w, None, "--force"), "--force only applies to a resume"),
     "flag_and_override_disagree": (lambda w: [*_args(w), f"model={w['llm']}"], "disagree"),
     "resume_flag_and_override_disagree": (lambda w: [*_args(w), "--resume", "checkpoint.resume=false"], "disagree"),
     "misspelled_key": (lambda w: [*_args(w), "train.lrr=1e-4"], "did you mean 'lr'"),
@@ -197,13 +215,13 @@ def test_overwrite_starts_our_own_run_over_and_keeps_other_files(world, capsys):
 def test_a_failed_start_leaves_a_folder_a_new_run_may_take(world, capsys, monkeypatch):
     """A run that dies before writing anything but the marker does not need --overwrite to start again."""
     from qwen_tts_ext.errors import UserError
-    from qwen_tts_ext.train import loop
+    from qwen_tts_ext.train import setup
     from qwen_tts_ext.train.cli import main
 
     def broken(*a, **k):
         raise UserError("model failed to load")
 
-    monkeypatch.setattr(loop, "load_model", broken)
+    monkeypatch.setattr(setup, "load_model", broken)
     run = world["tmp"] / "run"
     assert main(["--config", TINY, "--model", str(world["model"]), "--data", str(world["data"]),
                  "--output-dir", str(run)]) == 2
@@ -211,3 +229,59 @@ def test_a_failed_start_leaves_a_folder_a_new_run_may_take(world, capsys, monkey
     monkeypatch.undo()
     _sft(["--config", TINY, "--model", world["model"], "--data", world["data"], *FAST, "--output-dir", run,
           "train.max_steps=1"], capsys)
+
+
+def test_resume_refuses_a_changed_objective_unless_forced(world, capsys):
+    """A resume continues the saved optimizer and data order: a new lr is refused (nothing touched), a longer
+    run and other logging/checkpoint/export settings resume, and --force resumes with the change said."""
+    from qwen_tts_ext.train.cli import main
+
+    run = world["tmp"] / "run"
+    base = ["--config", TINY, "--model", world["model"], "--data", world["data"], "train.batch_size=2", "--output-dir", run]
+    _sft([*base, "train.max_steps=2", "checkpoint.every_steps=1", "log.every_steps=1", "export.dtype=float32"], capsys)
+    line = refuse(main, [*base, "train.max_steps=3", "train.lr=1e-3", "--resume"],
+                  "the objective or data changed (train.lr 0.003 -> 0.001)", [run, world["data"]], capsys)
+    assert "train.max_steps" not in line  # extending the run is not a change of objective
+
+    cap = _sft([*base, "train.max_steps=3", "log.every_steps=3", "checkpoint.every_steps=3", "export.dtype=bfloat16",
+                "train.gradient_checkpointing=true", "--resume"], capsys)
+    assert "resumed from" in cap.err and "--force" not in cap.err
+    assert _steps(run) == [1, 2, 3]
+
+    cap = _sft([*base, "train.max_steps=4", "train.lr=1e-3", "log.every_steps=1", "--resume", "--force"], capsys)
+    assert "--force: resuming although the objective or data changed: train.lr 0.003 -> 0.001" in cap.err
+    assert _steps(run) == [1, 2, 3, 4]
+    assert json.loads((run / "config.json").read_text())["train"]["lr"] == 1e-3  # the next resume compares with it
+
+
+def test_resume_comparison_keys(tmp_path):
+    """Which keys count as objective or data (config.RESUME_MAY_CHANGE says which do not)."""
+    (tmp_path / "data").mkdir()
+    cfg = load_config(SFTConfig, None, [f"data.path={tmp_path / 'data'}", "model=Org/hub-id", "train.lr=1e-5"])
+    saved = json.loads(json.dumps(recipe_record(cfg)))
+    assert resume_changes(saved, cfg) == []
+    harmless = ["output_dir=elsewhere", "checkpoint.keep_last=9", "log.every_steps=3", "export.dtype=float16",
+                "train.max_steps=99", "train.epochs=9", "train.gradient_checkpointing=true", "train.adamw_impl=for-loop",
+                "train.attn_implementation=eager", "data.num_workers=2", "log.tracker=none"]
+    assert resume_changes(saved, load_config(SFTConfig, None, [f"data.path={tmp_path / 'data'}", "model=Org/hub-id",
+                                                                "train.lr=1e-5", *harmless])) == []
+    objective = {"model": "model=Org/other", "data.path": f"data.path={tmp_path}", "data.speakers": "data.speakers=s",
+                 "data.eval_fraction": "data.eval_fraction=0.1", "data.use_instruct": "data.use_instruct=false",
+                 "train.lr": "train.lr=2e-5", "train.schedule": "train.schedule=linear",
+                 "train.warmup_steps": "train.warmup_steps=3", "train.batch_size": "train.batch_size=8",
+                 "train.grad_accum": "train.grad_accum=2", "train.seed": "train.seed=1",
+                 "train.subtalker_weight": "train.subtalker_weight=0.5",
+                 "train.subtalker_frame_fraction": "train.subtalker_frame_fraction=0.5",
+                 "train.precision": "train.precision=bf16", "train.lora_rank": "train.lora_rank=8",
+                 "train.lora_targets": "train.lora_targets=[q_proj]", "train.freeze_text_embedding":
+                 "train.freeze_text_embedding=false", "train.adam_betas": "train.adam_betas=[0.9,0.95]"}
+    for key, override in objective.items():
+        new = load_config(SFTConfig, None, [f"data.path={tmp_path / 'data'}", "model=Org/hub-id", "train.lr=1e-5",
+                                            override])
+        assert [k for k, _, _ in resume_changes(saved, new)] == [key], key
+    # the same folder named another way is no change; a key an older run did not save compares with its default
+    same = load_config(SFTConfig, None, [f"data.path={tmp_path}/./data/", "model=Org/hub-id", "train.lr=1e-5"])
+    assert resume_changes(saved, same) == []
+    del saved["train"]["subtalker_frame_fraction"]
+    assert resume_changes(saved, cfg) == []
+    assert "train.lr" not in RESUME_MAY_CHANGE and "train.max_steps" in RESUME_MAY_CHANGE

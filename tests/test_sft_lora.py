@@ -104,7 +104,7 @@ def test_freezing_keeps_code_predictor_and_text_embedding(tmp_path, tiny_base, p
 
 def test_adamw_kernels_train_the_same_weights(tmp_path, tiny_base, prepared):
     """The fused AdamW (default) is a drop-in for torch's reference for-loop: same weights up to float rounding."""
-    from qwen_tts_ext.train.loop import build_adamw
+    from qwen_tts_ext.train.setup import build_adamw
 
     runs = {impl: _train(tiny_base, prepared, tmp_path / impl, "train.max_steps=3", f"train.adamw_impl={impl}")
             for impl in ("fused", "for-loop")}
@@ -124,7 +124,7 @@ def test_adamw_kernels_train_the_same_weights(tmp_path, tiny_base, prepared):
 
 def test_fused_adamw_falls_back_to_foreach_where_torch_has_no_fused_kernel(monkeypatch):
     from qwen_tts_ext.train.config import TrainConfig
-    from qwen_tts_ext.train.loop import build_adamw
+    from qwen_tts_ext.train.setup import build_adamw
 
     real = torch.optim.AdamW
 

@@ -7,8 +7,9 @@ speaker-locked custom_voice model.
 
 from __future__ import annotations
 
-from qwen_tts_ext.command import Command, Option
+from qwen_tts_ext.command import Command, Option, emit
 from qwen_tts_ext.train.config import SFTConfig
+from qwen_tts_ext.train.preflight import check_inputs
 
 DESCRIPTION = """\
 Supervised fine-tuning of Qwen3-TTS 12Hz with the inference-aligned objective (CE on codebook 0 +
@@ -34,12 +35,18 @@ resume:
   Resuming unpickles files of that checkpoint (accelerate's custom_checkpoint_*.pkl, random_states_*.pkl),
   so it only reads a run folder this suite wrote: the folder's marker and the checkpoint's
   trainer_state.json must say so ("written_by": "qwen-tts-ext"); anything else is refused.
+  The recipe is compared with the run's config.json: a change of objective or data (model, data,
+  loss weights, lr schedule, batch, seed, precision, LoRA...) is refused with the changed keys listed;
+  --force resumes anyway. train.max_steps/epochs (extend the run), log.*, checkpoint.*, export.* and
+  speed/memory switches may change (qwen_tts_ext/train/config.py lists them).
 
 outputs (output_dir):
   export/            speaker-locked custom_voice checkpoint (stock qwen_tts loads it;
                      generate_custom_voice(speaker=NAME) speaks with each trained speaker)
   checkpoints/       accelerate states for resuming (last checkpoint.keep_last kept)
-  metrics.jsonl      every logged value; wandb/ or logs/ hold the tracker runs
+  metrics.jsonl      every logged value, and per optimizer step its timing (data wait and
+                     forward+backward per micro-batch, optimizer, frames, padding); wandb/ or logs/
+                     hold the tracker runs
   samples/           audio synthesized per speaker at each eval
   stdout carries one line, `export: PATH`; logs and progress go to stderr.
 
@@ -48,7 +55,7 @@ exit status: 0 success, 2 user error (bad arguments, model/data/run folder refus
 
 COMMAND = Command(
     name="sft", prog="qwen-tts-ext sft", description=DESCRIPTION, epilog=EPILOG, config=SFTConfig,
-    run="qwen_tts_ext.train.loop:run",
+    run="qwen_tts_ext.train.cli:run",
     options=[
         Option("model", "--model", "Qwen3-TTS 12Hz Base or CustomVoice checkpoint: folder or Hub id"),
         Option("data.path", "--data", "output folder of prepare_data.py", metavar="DIR"),
@@ -57,8 +64,23 @@ COMMAND = Command(
                switch=True),
         Option("overwrite", "--overwrite", "start over in --output-dir when it holds a previous run of this command",
                switch=True),
+        Option("force", "--force", "with --resume: resume although the objective or the data changed", switch=True),
     ],
 )
+
+
+def run(cfg: SFTConfig) -> int:
+    """Check every input (model identity, data, run folder, resumed recipe) before the model and its
+    libraries load, then train; the export's path is the result (stdout, main process only)."""
+    plan = check_inputs(cfg)
+    from accelerate import PartialState  # the heavy imports come after the checks, so a refusal answers at once
+
+    from qwen_tts_ext.train.loop import train
+
+    summary = train(cfg, plan)
+    if PartialState().is_main_process:
+        emit(f"export: {summary['export']}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

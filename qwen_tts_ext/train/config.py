@@ -1,11 +1,40 @@
-"""The SFT recipe: one dataclass tree, loaded strictly from YAML + ``key=value`` overrides."""
+"""The SFT recipe: one dataclass tree, loaded strictly from YAML + ``key=value`` overrides.
+
+What a resume may change. ``checkpoint.resume=true`` restores the optimizer, the scheduler, the RNG and
+the position in the data, so it continues the saved run only if the objective and the data are the ones
+that run trained on. Every key of the new recipe is compared with the run's ``output_dir/config.json``;
+a change is refused with one line naming the changed keys (``--force`` resumes anyway), except the keys
+in :data:`RESUME_MAY_CHANGE`:
+
+- where and how the run is driven: ``output_dir``, ``overwrite``, ``force``, ``checkpoint.*``;
+- what is logged and exported: ``log.*``, ``export.*``;
+- how long it runs: ``train.max_steps``, ``train.epochs`` (extending a run; the lr schedule is then
+  computed for the new length, and continues from the current step);
+- switches that change speed or memory but not the math: ``train.gradient_checkpointing``,
+  ``train.attn_implementation``, ``train.adamw_impl``, ``data.num_workers``.
+
+Everything else is "objective or data", e.g. ``model``, ``data.path``/``data.speakers``, the held-out
+split (``data.eval_*``), ``data.use_instruct``/``use_language``, ``train.subtalker_weight``,
+``train.subtalker_frame_fraction``, the lr schedule (``lr``, ``schedule``, ``warmup_*``), the batch
+(``batch_size``, ``max_tokens_per_batch``, ``grad_accum``), ``seed``, AdamW's settings, clipping,
+precision (``precision``, ``pure_bf16``), what trains (``train_code_predictor``,
+``freeze_text_embedding``) and every LoRA key. A key added to the recipe later is compared too (against
+its default when an older run did not save it), so a new key is "objective" until listed here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+import fnmatch
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 from qwen_tts_ext.errors import UserError
+
+RESUME_MAY_CHANGE = ("output_dir", "overwrite", "force", "checkpoint.*", "log.*", "export.*",
+                     "train.max_steps", "train.epochs", "train.gradient_checkpointing", "train.attn_implementation",
+                     "train.adamw_impl", "data.num_workers")
+PATH_KEYS = ("model", "data.path", "data.speakers")  # saved as absolute paths when they exist locally
 
 
 @dataclass
@@ -107,6 +136,7 @@ class SFTConfig:
     model: str = ""  # a Qwen3-TTS 12Hz Base or CustomVoice checkpoint (local dir or hub id)
     output_dir: str = "runs/sft"  # the run folder: new, empty, or this command's own run (resume / overwrite)
     overwrite: bool = False  # start over in output_dir when it holds a previous run of this command
+    force: bool = False  # resume although the objective or the data changed (see RESUME_MAY_CHANGE above)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -123,4 +153,51 @@ class SFTConfig:
             problems.append("no run folder given: pass --output-dir DIR")
         if self.overwrite and self.checkpoint.resume:
             problems.append("--overwrite starts the run over and checkpoint.resume=true continues it: choose one")
+        if self.force and not self.checkpoint.resume:
+            problems.append("--force only applies to a resume (checkpoint.resume=true): it resumes although the "
+                            "objective or the data changed")
         UserError.collect(problems)
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _local_path(value: Any) -> Any:
+    """An existing local path as an absolute real path; anything else (a hub id, "") as it is."""
+    if isinstance(value, str) and value and os.path.exists(os.path.expanduser(value)):
+        return os.path.realpath(os.path.expanduser(value))
+    return value
+
+
+def recipe_record(cfg: SFTConfig) -> dict:
+    """The recipe as saved in ``output_dir/config.json``: ``asdict`` with local input paths made absolute."""
+    record = asdict(cfg)
+    for key in PATH_KEYS:
+        node = record
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = _local_path(node[leaf])
+    return record
+
+
+def resume_changes(saved: dict, cfg: SFTConfig) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, new value)`` for each objective-or-data key whose value differs between a saved
+    ``config.json`` and ``cfg`` (keys in :data:`RESUME_MAY_CHANGE` are not compared)."""
+    before = {**_flat(asdict(SFTConfig())), **_flat(saved)}
+    after = _flat(recipe_record(cfg))
+    changed = []
+    for key, new in after.items():
+        if any(fnmatch.fnmatchcase(key, pattern) for pattern in RESUME_MAY_CHANGE):
+            continue
+        old = _local_path(before.get(key)) if key in PATH_KEYS else before.get(key)
+        if old != new:
+            changed.append((key, old, new))
+    return changed

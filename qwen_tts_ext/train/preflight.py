@@ -12,7 +12,9 @@ so it cannot appear atomically like other outputs. Instead:
 
 Resuming loads the checkpoint with ``accelerator.load_state``, which unpickles its
 ``custom_checkpoint_*.pkl`` and ``random_states_*.pkl``. So a checkpoint is resumed only from a run
-folder with this command's marker and a ``trainer_state.json`` that says this suite wrote it.
+folder with this command's marker and a ``trainer_state.json`` that says this suite wrote it. And it
+continues the run only with the objective and the data it trained on: the recipe is compared with the
+run's ``config.json`` (``config.resume_changes``), and a change is refused unless ``force``.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from pathlib import Path
 
 from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.outputs import MARKER, check_output_dir, owner, write_marker
+from qwen_tts_ext.train.config import SFTConfig, resume_changes
 
 COMMAND = "sft"
 WRITTEN_BY = "qwen-tts-ext"  # the trainer_state.json field "written_by" of every checkpoint this suite saves
 STATE_FILE = "trainer_state.json"
+CONFIG_FILE = "config.json"  # the recipe of the run, saved at its start (config.recipe_record)
 # What a run writes into output_dir: the only entries --overwrite removes.
 RUN_ENTRIES = ("checkpoints", "export", "export-*", ".export*", "metrics.jsonl", "summary.json", "config.json",
                "speakers.json", "samples", "logs", "wandb", MARKER)
@@ -50,6 +54,7 @@ class RunPlan:
     output_dir: Path
     mode: str  # "new", "resume" or "overwrite"
     resume_from: Path | None = None
+    forced: list[str] | None = None  # resume: the objective/data keys that changed (allowed by --force)
 
 
 def checkpoints(ckpt_root: Path) -> list[Path]:
@@ -136,9 +141,35 @@ def check_run_dir(path: str, *, resume: bool, overwrite: bool, model: Path,
     return final, "new", None
 
 
-def check_inputs(cfg) -> RunPlan:
-    """Every check that needs no model: the model's identity (config.json), the data folder, the run folder."""
-    from qwen_tts_ext.checkpoint_io import require_tts_checkpoint
+def _shown(value) -> str:
+    text = repr(value) if not isinstance(value, str) else (value or '""')
+    return text if len(text) <= 60 else "..." + text[-57:]
+
+
+def check_resume_config(run_dir: Path, cfg: SFTConfig) -> list[str]:
+    """The objective-or-data keys the resumed recipe changes; a UserError unless ``cfg.force``."""
+    try:
+        saved = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        if not isinstance(saved, dict):
+            raise ValueError
+    except (OSError, ValueError):
+        if cfg.force:
+            return [f"({CONFIG_FILE} unreadable)"]
+        raise UserError(f"cannot resume {run_dir}: its {CONFIG_FILE} (the recipe it trained with) is missing or "
+                        "unreadable, so a change of objective or data cannot be ruled out; pass --force to resume "
+                        "anyway") from None
+    changed = resume_changes(saved, cfg)
+    if changed and not cfg.force:
+        listed = "; ".join(f"{k} {_shown(old)} -> {_shown(new)}" for k, old, new in changed)
+        raise UserError(f"cannot resume {run_dir}: the objective or data changed ({listed}); resume with the "
+                        "saved settings, pass --force to resume anyway, or --overwrite to start over")
+    return [f"{k} {_shown(old)} -> {_shown(new)}" for k, old, new in changed]
+
+
+def check_inputs(cfg: SFTConfig) -> RunPlan:
+    """Every check that needs no model: the model's identity (config.json), the data folder, the run folder,
+    and on resume the recipe against the run's saved one."""
+    from qwen_tts_ext.checkpoint_io import require_tts_checkpoint  # imports torch: not at --help time
 
     problems: list[UserError] = []
     model_dir = None
@@ -160,7 +191,8 @@ def check_inputs(cfg) -> RunPlan:
     data = {"--data": cfg.data.path, **({"data.speakers": cfg.data.speakers} if cfg.data.speakers else {})}
     output_dir, mode, latest = check_run_dir(cfg.output_dir, resume=cfg.checkpoint.resume, overwrite=cfg.overwrite,
                                              model=model_dir, data=data)
-    return RunPlan(model_dir=model_dir, output_dir=output_dir, mode=mode, resume_from=latest)
+    forced = check_resume_config(output_dir, cfg) if mode == "resume" else None
+    return RunPlan(model_dir=model_dir, output_dir=output_dir, mode=mode, resume_from=latest, forced=forced)
 
 
 def start_run_dir(plan: RunPlan) -> None:
