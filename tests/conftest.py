@@ -17,6 +17,19 @@ os.environ.setdefault("QWEN_TTS_EXT_CACHE", tempfile.mkdtemp(prefix="qwen-tts-ex
 warnings.filterwarnings("ignore", message=".*flash-attn.*")
 
 
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu`` tests need CUDA: skipped (with the reason) where torch sees none."""
+    gpu_tests = [item for item in items if "gpu" in item.keywords]
+    if not gpu_tests:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+        for item in gpu_tests:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
     """A tiny Qwen3-TTS Base checkpoint, 1.7B-like (text_hidden == hidden)."""
@@ -59,3 +72,39 @@ def espeak_corpus(tmp_path_factory):
     if not espeak_available():
         warnings.warn("espeak-ng unavailable: corpus falls back to synthetic voiced signals")
     return make_corpus(tmp_path_factory.mktemp("corpus"), speakers=("alice", "bob"), clips_per_speaker=3)
+
+
+SYNTHETIC_ROWS = (  # (speaker, frames, text, instruct): six clips of two speakers, lengths 5..14 frames
+    ("alice", 9, "Hello there, golden numbers.", None), ("bob", 6, "Hi.", None),
+    ("alice", 14, "The quick brown fox jumps over the lazy dog.", "Speak softly."), ("bob", 11, "One, two, three.", None),
+    ("alice", 5, "Yes.", None), ("bob", 12, "A fixed set of codes, written once.", None),
+)
+
+
+@pytest.fixture(scope="session")
+def synthetic_prepared(tmp_path_factory, tiny_base):
+    """A fixed prepared folder for ``tiny_base`` without audio: codes (``torch.Generator`` seed 0, in row order)
+    and speaker vectors (seed 1, x 0.1, alice then bob) written through ``qwen_tts_ext.prepared``, so nothing in
+    it depends on espeak-ng, the speech tokenizer or the speaker encoder. The golden CLI run trains on it."""
+    import json
+
+    import torch
+
+    from qwen_tts_ext.prepared import save_speakers, write_meta, write_prepared
+
+    folder = tmp_path_factory.mktemp("synthetic") / "prepared"
+    folder.mkdir()
+    hidden = json.loads((tiny_base / "config.json").read_text())["talker_config"]["hidden_size"]
+    g = torch.Generator().manual_seed(0)
+    records, codes = [], []
+    for i, (speaker, frames, text, instruct) in enumerate(SYNTHETIC_ROWS):
+        codes.append(torch.randint(0, 2048, (frames, 16), generator=g).numpy())
+        records.append({"id": f"{i:06d}_{speaker}", "text": text, "num_frames": frames, "speaker": speaker,
+                        "language": "english", "instruct": instruct, "duration": frames / 12.5,
+                        "audio_path": f"audio/{i}.wav", "ref_audio": None})
+    write_prepared(folder, records, codes, progress=False)
+    g = torch.Generator().manual_seed(1)
+    vectors = {name: (torch.randn(hidden, generator=g) * 0.1).numpy() for name in ("alice", "bob")}
+    save_speakers(vectors, {name: [] for name in vectors}, folder)
+    write_meta(folder, {"fingerprint": "synthetic", "dry_run": False, "config": {}, "identity": {}})
+    return folder
