@@ -545,8 +545,9 @@ def render(results: dict, failures: dict, commands: dict, mach: dict, args, load
              f"CPU float32, {args.threads or 'default'} torch thread(s) per process, batch size {args.batch_size}, "
              f"{args.steps} optimizer steps, no gradient accumulation. "
              "Throughput counts steps 2..N (first-to-last optimizer step); padding efficiency = real positions / "
-             "padded slots over all batches; input pipeline = time from the end of one optimizer step to the start of the "
-             "next batch's compute (loading, tokenizing, collating); peak RSS is each process's own maximum (summed over "
+             "padded slots over all batches; input pipeline = time waiting for the next batch (loading, tokenizing, "
+             "collating: our loop's data-wait records; in the official port, from the end of one optimizer step to the "
+             "start of the next batch's compute); peak RSS is each process's own maximum (summed over "
              "processes).", "",
              "| run | processes | frames/s | steps/s | padding efficiency | input pipeline (ms/step) | peak RSS (MB) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
