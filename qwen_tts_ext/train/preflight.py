@@ -20,6 +20,7 @@ run's ``config.json`` (``config.resume_changes``), and a change is refused unles
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import json
 import os
 import shutil
@@ -182,8 +183,6 @@ def check_inputs(cfg: SFTConfig) -> RunPlan:
     except UserError as exc:
         problems.append(exc)
     if cfg.train.attn_implementation == "flash_attention_2":
-        import importlib.util
-
         if importlib.util.find_spec("flash_attn") is None:
             problems.append(UserError("train.attn_implementation=flash_attention_2 but flash-attn is not installed; "
                                       "use sdpa"))
