@@ -227,12 +227,12 @@ def test_speakers_round_trip(tmp_path):
 
 def test_prepare_refuses_an_output_of_another_format_in_one_line(tmp_path):
     from qwen_tts_ext.prep.config import PrepareConfig
-    from qwen_tts_ext.prep.pipeline import _check_existing_output
+    from qwen_tts_ext.prep.preflight import check_existing_output
 
     records, codes = _data()
     folder = _write_v1(tmp_path / "v1", records, codes)
     with pytest.raises(UserError) as e:
-        _check_existing_output(folder, "another", PrepareConfig(manifest="m.jsonl", output=str(folder)))
+        check_existing_output(folder, "another", PrepareConfig(manifest="m.jsonl", output=str(folder)))
     assert "prepared-data format 1 (this prepare writes 2); pass --overwrite" in _one_line(e)
 
 

@@ -16,7 +16,7 @@ Everything that can be checked without reading audio is checked before any work:
 output folder (:mod:`qwen_tts_ext.outputs`: a file in the way, a folder that is not a previous
 ``prepare`` output, an output that holds the inputs), what ``--model``/``--tokenizer``/
 ``--speaker-encoder`` are (from ``config.json`` and the safetensors headers), ``--device``, and the
-manifest's columns.
+manifest's columns (those checks live in :mod:`~qwen_tts_ext.prep.preflight`).
 
 A rerun with the same inputs returns the existing output; a rerun after a kill resumes at the first
 unfinished shard.
@@ -37,13 +37,21 @@ import numpy as np
 
 from qwen_tts_ext.command import emit
 from qwen_tts_ext.config import config_to_dict
-from qwen_tts_ext.constants import CODEC_LANGUAGE_IDS, SAMPLE_RATE, SAMPLES_PER_FRAME
-from qwen_tts_ext.errors import UserError
+from qwen_tts_ext.constants import SAMPLE_RATE, SAMPLES_PER_FRAME
 from qwen_tts_ext.prep import audio as A
 from qwen_tts_ext.outputs import check_output_dir, output_dir
 from qwen_tts_ext.prep.assemble import COMMAND, LEGACY, assemble
 from qwen_tts_ext.prep.config import NON_IDENTITY_FIELDS, PrepareConfig
-from qwen_tts_ext.prep.manifest import Columns, ManifestRow, manifest_fingerprint, read_manifest
+from qwen_tts_ext.prep.manifest import manifest_fingerprint, read_manifest
+from qwen_tts_ext.prep.preflight import (
+    check_audio_overlap,
+    check_existing_output,
+    check_manifest_overlap,
+    checkpoint_identity,
+    manifest_columns,
+    resolve_models,
+    supported_languages,
+)
 from qwen_tts_ext.prep.report import Timing, log, summary, write_jsonl
 from qwen_tts_ext.prep.report import stats as report_stats
 from qwen_tts_ext.prep.rows import RowPlan, RowResult, plan_rows, process_row, reject_entry
@@ -54,45 +62,6 @@ from qwen_tts_ext.prepared import FORMAT_VERSION, write_meta
 SHARD_DELAY_ENV = "QWEN_TTS_EXT_PREP_SHARD_DELAY"
 
 
-# --------------------------------------------------------------------------- identity
-
-
-def _file_identity(path: Path) -> dict:
-    """Cheap identity of a weights/config file: size + sha256 of its first and last MiB."""
-    if not path.is_file():
-        return {}
-    st = path.stat()
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if st.st_size > (2 << 20):
-            f.seek(-(1 << 20), os.SEEK_END)
-            h.update(f.read(1 << 20))
-    return {"file": path.name, "size": st.st_size, "sha256_head_tail": h.hexdigest()}
-
-
-def _checkpoint_identity(path: Path | None) -> dict:
-    if path is None:
-        return {}
-    ident = {"path": str(path), "config": _file_identity(path / "config.json")}
-    for name in ("model.safetensors", "model.safetensors.index.json"):
-        if (path / name).is_file():
-            ident["weights"] = _file_identity(path / name)
-    return ident
-
-
-def _supported_languages(model_dir: Path | None) -> set[str]:
-    if model_dir is not None and (model_dir / "config.json").is_file():
-        try:
-            cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-            langs = cfg.get("talker_config", {}).get("codec_language_id")
-            if isinstance(langs, dict) and langs:
-                return {str(k).lower() for k in langs}
-        except ValueError:
-            raise UserError(f"{model_dir / 'config.json'} is not valid JSON") from None
-    return set(CODEC_LANGUAGE_IDS)
-
-
 # --------------------------------------------------------------------------- main entry
 
 
@@ -100,82 +69,6 @@ def _supported_languages(model_dir: Path | None) -> set[str]:
 class _Models:
     tokenizer: object = None
     speaker_encoder: object = None
-
-
-def _resolve_paths(cfg: PrepareConfig) -> tuple[Path | None, Path | None, Path | None]:
-    """(model, speech tokenizer, speaker encoder) folders, identified from their config.json and the
-    safetensors headers alone; a UserError for a folder that cannot serve (no weights are read)."""
-    from qwen_tts_ext.checkpoint_io import require_tts_checkpoint, resolve_checkpoint
-    from qwen_tts_ext.prep.encode import check_tokenizer
-    from qwen_tts_ext.prep.speakers import check_speaker_encoder
-
-    model_dir = require_tts_checkpoint(cfg.model, what="--model", **_NO_LLM_FLAG) if cfg.model else None
-    if cfg.tokenizer:
-        tok_dir = check_tokenizer(resolve_checkpoint(cfg.tokenizer, what="--tokenizer"))
-    else:
-        tok_dir = check_tokenizer(model_dir / "speech_tokenizer") if model_dir is not None else None
-    if cfg.speaker_encoder:
-        spk_dir = require_tts_checkpoint(cfg.speaker_encoder, what="--speaker-encoder", **_NO_LLM_FLAG)
-    else:
-        spk_dir = model_dir
-    if spk_dir is not None:
-        check_speaker_encoder(spk_dir, what="--speaker-encoder" if cfg.speaker_encoder else "--model")
-    return model_dir, tok_dir, spk_dir
-
-
-def _no_llm_flag() -> dict:
-    """``require_tts_checkpoint`` may say which flag a Qwen3 LLM belongs to; prepare has none."""
-    import inspect
-
-    from qwen_tts_ext.checkpoint_io import require_tts_checkpoint
-
-    return {"llm_flag": None} if "llm_flag" in inspect.signature(require_tts_checkpoint).parameters else {}
-
-
-_NO_LLM_FLAG = _no_llm_flag()
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def _real(path: str | os.PathLike) -> Path:
-    return Path(os.path.realpath(os.path.expanduser(str(path))))
-
-
-def _check_manifest_overlap(out: Path, manifest: str) -> None:
-    """Refuse an output folder that is, holds or lies inside the manifest (replacing it would lose inputs)."""
-    m = Path(os.path.expanduser(manifest))
-    if not m.exists():
-        return
-    f, m = _real(out), _real(m)
-    if f == m:
-        raise UserError(f"--output {out} is the --manifest itself; choose a new folder for the prepared data")
-    if f in m.parents:
-        raise UserError(f"--output {out} contains the --manifest ({m}); choose a folder outside it")
-    if m.is_dir() and m in f.parents:
-        raise UserError(f"--output {out} is inside the --manifest dataset folder {m}; choose a folder outside it")
-
-
-def _check_audio_overlap(out: Path, rows: list[ManifestRow]) -> None:
-    """Refuse an existing output folder that holds audio the manifest reads (replacing it would lose it)."""
-    if not out.is_dir():
-        return
-    f = _real(out)
-    for row in rows:
-        for value, what in ((row.audio, "audio"), (row.ref_audio, "ref_audio")):
-            if isinstance(value, str) and _inside(_real(value), f):
-                raise UserError(f"--output {out} holds input audio ({what} of manifest row {row.row}: {value}); "
-                                "choose a new folder for the prepared data")
-
-
-def _columns(cfg: PrepareConfig) -> Columns:
-    defaults = PrepareConfig()
-    explicit = {name for name in ("speaker", "language", "instruct", "ref_audio")
-                if getattr(cfg, f"{name}_column") != getattr(defaults, f"{name}_column")}
-    return Columns(audio=cfg.audio_column, text=cfg.text_column, speaker=cfg.speaker_column,
-                   language=cfg.language_column, instruct=cfg.instruct_column, ref_audio=cfg.ref_audio_column,
-                   required_optional=explicit)
 
 
 def run(cfg: PrepareConfig) -> int:
@@ -197,10 +90,10 @@ def prepare(cfg: PrepareConfig) -> Path:
     shard_i, shard_n = cfg.shard_index()
     # --- every check that needs no audio, before any work
     out = Path(os.path.expanduser(cfg.output)).resolve()
-    model_dir, tok_dir, spk_dir = _resolve_paths(cfg)
-    _check_manifest_overlap(out, cfg.manifest)
-    rows = read_manifest(cfg.manifest, _columns(cfg), cfg.split)
-    _check_audio_overlap(out, rows)
+    model_dir, tok_dir, spk_dir = resolve_models(cfg)
+    check_manifest_overlap(out, cfg.manifest)
+    rows = read_manifest(cfg.manifest, manifest_columns(cfg), cfg.split)
+    check_audio_overlap(out, rows)
     inputs = {flag: d for flag, d in (("--model", model_dir), ("--tokenizer", tok_dir), ("--speaker-encoder", spk_dir))
               if d is not None}
     # A file in the way, a path under a file, an unwritable parent, a folder holding a model, and a
@@ -213,7 +106,7 @@ def prepare(cfg: PrepareConfig) -> Path:
 
         device, _ = resolve_device(cfg.device, cfg.dtype)
     manifest_path = Path(os.path.expanduser(cfg.manifest))
-    languages = _supported_languages(model_dir)
+    languages = supported_languages(model_dir)
     total_rows = len(rows)
     lo, hi = shard_i * total_rows // shard_n, (shard_i + 1) * total_rows // shard_n
     rows = rows[lo:hi]
@@ -223,15 +116,15 @@ def prepare(cfg: PrepareConfig) -> Path:
         "config": {k: v for k, v in config_to_dict(cfg).items() if k not in NON_IDENTITY_FIELDS},
         "manifest": {"path": str(manifest_path.resolve()) if manifest_path.exists() else cfg.manifest,
                      "sha256": manifest_fingerprint(cfg.manifest), "rows": total_rows, "slice": [lo, hi]},
-        "model": _checkpoint_identity(model_dir),
-        "tokenizer": _checkpoint_identity(tok_dir),
-        "speaker_encoder": _checkpoint_identity(spk_dir),
+        "model": checkpoint_identity(model_dir),
+        "tokenizer": checkpoint_identity(tok_dir),
+        "speaker_encoder": checkpoint_identity(spk_dir),
     }
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
-    if _check_existing_output(out, fingerprint, cfg):
+    if check_existing_output(out, fingerprint, cfg):
         log(cfg, f"{out} already holds this prepared dataset (same manifest, model and settings); nothing to do")
         return out
-    replace = out.is_dir() and any(out.iterdir())  # a previous output that _check_existing_output let go
+    replace = out.is_dir() and any(out.iterdir())  # a previous output that check_existing_output let go
 
     plans = plan_rows(rows, cfg, languages)
     if cfg.dry_run:
@@ -258,42 +151,6 @@ def prepare(cfg: PrepareConfig) -> Path:
     if not cfg.keep_work:
         work.remove()
     return out
-
-
-def _check_existing_output(out: Path, fingerprint: str, cfg: PrepareConfig) -> bool:
-    """True when ``out`` is already this exact dataset. Raise ``UserError`` when it holds another one.
-
-    ``out`` is absent, empty or a previous ``prepare`` output (``check_output_dir`` refused the rest).
-    A previous dry-run report is replaced freely; a dataset of other inputs only with ``overwrite``.
-    """
-    if not out.is_dir() or not any(out.iterdir()):
-        return False
-    meta_path = out / "prepare_config.json"
-    meta = None
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except ValueError:
-            meta = None
-    if not isinstance(meta, dict):
-        meta = None
-    if (meta is not None and meta.get("fingerprint") == fingerprint and not meta.get("dry_run") and not cfg.dry_run
-            and not cfg.overwrite):
-        return True
-    if cfg.overwrite or (meta is not None and meta.get("dry_run")):
-        return False
-    if cfg.dry_run and meta is not None:
-        raise UserError(f"--output {out} holds a prepared dataset; give the dry run another --output (it writes "
-                        "rejects.jsonl + stats.json there)")
-    if meta is None:
-        raise UserError(f"--output {out} holds a previous `prepare` output without a readable prepare_config.json; "
-                        "pass --overwrite to replace it, or choose another --output")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:  # same job or not: the fingerprint covers the format
-        raise UserError(f"--output {out} holds a dataset in prepared-data format {version} (this prepare writes "
-                        f"{FORMAT_VERSION}); pass --overwrite to rebuild it, or choose another --output")
-    raise UserError(f"--output {out} holds a dataset prepared from different inputs or settings; "
-                    "choose another --output or pass --overwrite to replace it")
 
 
 # --------------------------------------------------------------------------- stage 2: shards
