@@ -11,6 +11,9 @@ sidecar in ``--output-dir``.
 
 Its settings are a ``StudioConfig`` (``qwen_tts_ext/synthesis/config.py``: the shared ``runtime`` and
 ``synthesis`` groups plus the studio's own keys); every one is checked before the server starts.
+
+Length: about 450 lines: the Gradio layout and its event handlers are one UI and read best in one file;
+the checks and the command (``preflight``, ``COMMAND``) sit at the end.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ Schedules (``alpha_per_layer``), read from YAML/JSON text or a file:
   projections use ``alpha``).
 
 ``freeze_layers`` (e.g. ``"0-3,27"``) forces alpha 0 on those layers.
+
+Length: about 430 lines, of which the schedule grammar above and the compatibility messages (one
+actionable line per mismatch) are most; they are the two halves of one decision and read best together.
 """
 
 from __future__ import annotations
