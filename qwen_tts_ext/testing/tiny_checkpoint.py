@@ -441,7 +441,8 @@ def write_random_weights(
     tensors are written in ``dtype``, integer ones as int64 zeros; ``max_shard_bytes`` splits the
     output into Hugging Face shards with an index. Returns the bytes of tensor data written.
     """
-    from qwen_tts_ext.checkpoint_io import INDEX_FILE, TORCH_TO_ST, TensorSpec, plan_shards, shard_file_names
+    from qwen_tts_ext.checkpoint_io import (TORCH_TO_ST, TensorSpec, plan_shards, safetensors_header, shard_file_names,
+                                            write_index)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -469,25 +470,15 @@ def write_random_weights(
             yield torch.zeros(n, dtype=torch.int64 if init == "int_zeros" else dtype)
 
     for shard, file in zip(layout, files):
-        header: dict = {"__metadata__": {"format": "pt"}}
-        offset = 0
-        for spec in shard:
-            header[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape),
-                                 "data_offsets": [offset, offset + spec.nbytes]}
-            offset += spec.nbytes
-        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-        raw += b" " * (-len(raw) % 8)  # data 8-byte aligned, as safetensors writes it
         with open(out_dir / file, "wb") as fh:
-            fh.write(len(raw).to_bytes(8, "little") + raw)
+            fh.write(safetensors_header(shard, {"format": "pt"}))
             for spec in shard:
                 for t in chunks(spec):
                     if t.numel():
                         fh.write(memoryview(t.contiguous().view(torch.uint8).numpy()))
     if len(layout) > 1:
-        weight_map = {spec.name: file for shard, file in zip(layout, files) for spec in shard}
-        total = sum(spec.nbytes for spec in st_specs)
-        (out_dir / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
-                                                     indent=2), encoding="utf-8")
+        write_index(out_dir, {spec.name: file for shard, file in zip(layout, files) for spec in shard},
+                    sum(spec.nbytes for spec in st_specs))
     return sum(spec.nbytes for spec in st_specs)
 
 
