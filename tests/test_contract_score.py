@@ -77,6 +77,12 @@ def ok(w, *extra):
     return [x for pair in base.items() for x in pair if x is not None] + rest
 
 
+def _cuda_device() -> str:
+    import torch
+
+    return f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda:0"
+
+
 CASES = {
     # name: (argv builder, needle)
     "no_audio": (lambda w: ["--out-dir", w["tmp"] / "r"], "no audio: pass --audio"),
@@ -109,6 +115,8 @@ CASES = {
     "flag_and_override_disagree": (lambda w: ok(w, "--language", "english", "language=german"), "disagree"),
     "unknown_flag": (lambda w: ok(w, "--judge", "timing"), "did you mean --judges"),
     "stray_word": (lambda w: ok(w, "please"), "unexpected argument 'please'"),
+    "device_without_cuda": (lambda w: ok(w, "--device", _cuda_device()), "--device cuda"),
+    "negative_threads": (lambda w: ok(w, "--threads", "-1"), "threads must be >= 0"),
     "missing_config_file": (lambda w: ok(w, "--config", w["tmp"] / "none.yaml"), "does not exist"),
 }
 

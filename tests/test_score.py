@@ -239,3 +239,54 @@ def test_md_lists_at_most_50_clips(stub, tmp_path, capsys):
     md = (tmp_path / "r" / "scores.md").read_text()
     assert "first 50 of 53" in md and "| t49.wav |" in md and "| t50.wav |" not in md
     assert len(read_csv(tmp_path / "r" / "scores.csv")) == 53
+
+
+# ----------------------------------------------------------------------------- the real judges
+
+
+@pytest.fixture(scope="module")
+def two_clips(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("score-real") / "clips"
+    espeak_clips(folder, 2, voices=("en-us+m3", "en-us+f2"))
+    return folder
+
+
+def test_real_judges_end_to_end(two_clips, tmp_path, capsys):
+    """The installed judges (default: every one whose package imports) through the command."""
+    from qwen_tts_ext.evaluation.judges import metric_info
+
+    out = tmp_path / "r"
+    rc = score_main("--audio", two_clips, "--ref-audio", two_clips / "clip_000.wav", "--out-dir", out, "--quiet")
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    report = json.loads((out / "scores.json").read_text())
+    ran = {j["name"] for j in report["judges"]["ran"]}
+    assert {"speaker", "distillmos", "dnsmos", "asr", "timing"} <= ran
+    skipped = {j["name"]: j["note"] for j in report["judges"]["skipped"]}
+    assert "--speaker-encoder" in skipped["speaker_ecapa"]  # needs a Base checkpoint: one line says so
+    info = metric_info()
+    for name, meta in report["metrics"].items():
+        assert meta["direction"] == info[name].direction
+    for m in ("spk_sim", "mos_distill", "dnsmos_ovrl", "wer", "speaking_rate", "truncated"):
+        assert f"| {m} | " in cap.out
+    rows = report["rows"]
+    assert rows[0]["spk_sim"] == pytest.approx(1.0, abs=1e-3) and rows[1]["spk_sim"] < 0.99  # the reference itself
+    assert all(1 <= r["mos_distill"] <= 5 and 1 <= r["dnsmos_ovrl"] <= 5 and r["wer"] >= 0 for r in rows)
+    assert all(r["truncated"] == 0 and r["stopped_by_eos"] is None for r in rows)
+    assert set(report["timing"]["per_judge_seconds"]) == ran
+
+
+def test_real_missing_judge_is_skipped_with_its_install_line(two_clips, tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distillmos", None)  # as if `pip install distillmos` had never run
+    out = tmp_path / "r"
+    assert score_main("--audio", two_clips, "--judges", "distillmos,timing", "--out-dir", out, "--quiet") == 0
+    cap = capsys.readouterr()
+    assert "note: distillmos not installed: pip install distillmos" in cap.err
+    report = json.loads((out / "scores.json").read_text())
+    assert [j["name"] for j in report["judges"]["ran"]] == ["timing"]
+    assert report["judges"]["skipped"][0]["name"] == "distillmos"
+    assert "pip install distillmos" in report["judges"]["skipped"][0]["note"]
+    assert "mos_distill" not in report["rows"][0] and "| mos_distill |" not in cap.out
+    assert "skipped: distillmos not installed" in (out / "scores.md").read_text()

@@ -352,6 +352,12 @@ def preflight(cfg: ScoreConfig) -> Ready:
 
         options["checkpoint"] = attempt(lambda: str(require_tts_checkpoint(
             cfg.speaker_encoder, what="--speaker-encoder", types=("base",), llm_flag=None)))
+    if cfg.device.strip().lower() != "cpu":
+        from qwen_tts_ext.devices import resolve_device
+
+        options["device"] = attempt(lambda: resolve_device(cfg.device)[0])
+    if cfg.threads:
+        options["threads"] = cfg.threads
     names = attempt(lambda: _judge_names(cfg))
     out = attempt(lambda: check_output_dir(cfg.out_dir or default_out_dir(), command=COMMAND,
                                            overwrite=cfg.overwrite, flag="--out-dir"))
@@ -529,6 +535,8 @@ def summary_table(summary: dict[str, dict], info: dict[str, Any]) -> str:
     """Markdown: metric, better (arrow), mean, std, min, max, n."""
     lines = ["| metric | better | mean | std | min | max | n |", "|---|:---:|---:|---:|---:|---:|---:|"]
     for name, s in summary.items():
+        if not s["n"]:
+            continue  # not measured for any clip (listed under the table in scores.md)
         direction = getattr(info.get(name), "direction", "")
         arrow = f"{ARROWS.get(direction, '?')} {direction}".strip()
         lines.append(f"| {name} | {arrow} | " + " | ".join(_num(s[k]) for k in ("mean", "std", "min", "max", "n"))
@@ -557,7 +565,12 @@ def render_markdown(report: dict[str, Any], info: dict[str, Any]) -> str:
     if bad:
         out.append(f"- {len(bad)} clip(s) could not be scored (status column)")
     out += ["", "## Summary", "", summary_table(report["summary"], info), "",
-            "↑ higher is better, ↓ lower is better, ◎ a target value is best (see each metric's typical range).", ""]
+            "↑ higher is better, ↓ lower is better, ◎ a target value is best (see each metric's typical range)."]
+    unmeasured = [m for m, v in report["summary"].items() if not v["n"]]
+    if unmeasured:
+        out.append(f"Not measured for any clip: {', '.join(unmeasured)} (no transcript, reference or generation "
+                   "record where a metric needs one).")
+    out.append("")
     described = [m for m in metrics if m in info]
     if described:
         out += ["| metric | what it measures | typical |", "|---|---|---|"]

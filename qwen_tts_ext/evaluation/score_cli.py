@@ -51,6 +51,9 @@ COMMAND = Command(
                "language (default: pocketsphinx, English only)", metavar="DIR"),
         Option("speaker_encoder", "--speaker-encoder", "Qwen3-TTS Base checkpoint: adds the model's own ECAPA "
                "similarity (spk_sim_ecapa)", metavar="BASE_CKPT"),
+        Option("device", "--device", "cpu, cuda, cuda:N, mps or auto: where speaker_ecapa and a transformers --asr "
+               "run (default cpu)"),
+        Option("threads", "--threads", "CPU threads per judge (default 1: faster on a busy machine)", metavar="N"),
         Option("language", "--language", "language of every clip (default auto: a manifest's or sidecar's "
                "language, else unknown)"),
         Option("out_dir", "--out-dir", "report folder, new or empty (default outputs/score-<timestamp>)",

@@ -21,6 +21,8 @@ class ScoreConfig:
     judges: list[str] = field(default_factory=list)  # judge names ([] = every installed judge)
     asr: str = ""  # local transformers ASR model folder (Whisper, Qwen3-ASR): WER/CER in any language
     speaker_encoder: str = ""  # Base checkpoint: adds the model's own ECAPA similarity (spk_sim_ecapa)
+    device: str = "cpu"  # where the judges that can use a GPU run (speaker_ecapa, a transformers --asr)
+    threads: int = 0  # CPU threads per judge (0: the judges' default, 1)
     language: str = "auto"  # language of every clip (auto: a manifest's/sidecar's language column, else unknown)
     out_dir: str = ""  # report folder (default outputs/score-<timestamp>)
     overwrite: bool = False  # replace this command's previous report at out_dir
@@ -36,6 +38,8 @@ class ScoreConfig:
         if self.text and self.texts:
             problems.append("--text and --texts both give transcripts; give one (--text: one transcript for every "
                             "clip, --texts: a file with one line per clip)")
+        if self.threads < 0:
+            problems.append(f"threads must be >= 0 (0: the judges' default), got {self.threads}")
         if self.text and not self.text.strip():
             problems.append("--text is empty; give the transcript, or leave --text out")
         UserError.collect(problems)
