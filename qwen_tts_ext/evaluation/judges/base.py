@@ -3,7 +3,7 @@
 A judge measures one aspect of speech with a model that ships inside an installed package (no
 hub downloads at run time), independent of the TTS model being judged:
 
-    judge = load_judge("naturalness")            # None + a note when its package is missing
+    judge = load_judge("distillmos")             # None when its package is missing (load_judges says why)
     rows = judge.score(clips)                    # one dict per clip: metric name -> float | None
 
 Each judge declares its metrics (name, direction, typical range) so that reports, composites,
@@ -14,8 +14,10 @@ no reference, too short) is ``None``, never a made-up number.
 
 from __future__ import annotations
 
+import importlib.util
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -55,6 +57,20 @@ class Judge:
     metrics: ClassVar[tuple[Metric, ...]] = ()
     package: ClassVar[str] = ""  # the pip name its weights ship in ("" = nothing beyond the suite)
     needs: ClassVar[tuple[str, ...]] = ()  # "text", "ref": clips without them get None for this judge
+    requires: ClassVar[tuple[str, ...]] = ()  # modules that must import (checked without importing them)
+    install: ClassVar[str] = ""  # the one line that installs what ``requires`` names
+    skips: ClassVar[str] = ""  # what is lost without it, for the note ("MOS", "WER/CER")
+
+    @classmethod
+    def unavailable(cls, **options) -> str | None:
+        """One line saying why this judge cannot run with ``options`` (None: it can)."""
+        for module in cls.requires:
+            if not importable(module):
+                return f"{cls.name} not installed: {cls.install} ({cls.skips or cls.name} skipped)"
+        return None
+
+    def load(self) -> None:
+        """Load the model (once per process: implementations cache it); called by ``load_judge``."""
 
     def score(self, clips: Sequence[Clip]) -> list[dict[str, float | None]]:
         """One row per clip with every declared metric (None where it cannot be computed)."""
@@ -88,3 +104,35 @@ def resample(audio: np.ndarray, sample_rate: int, target: int) -> np.ndarray:
     import soxr
 
     return soxr.resample(audio, sample_rate, target).astype(np.float32)
+
+
+def importable(module: str) -> bool:
+    """Whether ``import module`` can find it, without importing it (``sys.modules[module] = None`` counts as missing)."""
+    import sys
+
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads, then put the previous count back (``None``: leave it).
+
+    One thread is the judges' default: their per-clip work is small, and on a busy machine OpenMP's
+    spinning threads cost more than they save (resemblyzer measured 10x slower with 2 threads on 2
+    cores shared with another process).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if n and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
