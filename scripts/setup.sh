@@ -27,12 +27,14 @@ if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
-want="$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements.lock requirements-nodeps.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
 stamp=.venv/.qwen_tts_ext-installed
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "[setup] installing pinned requirements (first run downloads torch; a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
   .venv/bin/python -m pip install -q -r requirements.lock 2>&1 | grep -v "is ignored" || true
+  # resemblyzer without its declared deps: its `webrtcvad` sdist needs a C compiler; webrtcvad-wheels provides it
+  .venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.lock 2>&1 | grep -v "is ignored" || true
   .venv/bin/python -m pip install -q --no-deps -e . 2>&1 | grep -v "is ignored" || true
   .venv/bin/python -c "import qwen_tts, qwen_tts_ext, torch, torchaudio" 2>/dev/null \
     || { echo "[setup] error: the environment does not import (see pip output above)"; exit 1; }
