@@ -61,27 +61,21 @@ def build_clips(root: Path, n: int) -> tuple[Path, Path]:
 def worker(args: argparse.Namespace) -> int:
     """One scoring run in this process; one JSON line on stdout."""
     t_start = time.perf_counter()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     from qwen_tts_ext.evaluation.score import preflight, score
     from qwen_tts_ext.evaluation.score_config import ScoreConfig
 
     cfg = ScoreConfig(audio=args.audio, ref_audio=args.ref, judges=[j for j in args.judges.split(",") if j],
+                      jobs=args.jobs, threads=args.threads,
                       out_dir=str(Path(tempfile.gettempdir()) / f"bench-score-{os.getpid()}"), progress=False)
     cfg.validate()
     report = score(cfg, preflight(cfg))
     info = report.pop("_info")
     bad = [r for r in report["rows"] if r["status"] != "ok"]
     t = report["timing"]
-    import torch
-
     out = {**t, "total_seconds": round(time.perf_counter() - t_start, 3),
            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "judges": [j["name"] for j in report["judges"]["ran"]],
            "skipped": [j["note"] for j in report["judges"]["skipped"]], "failed_clips": len(bad),
-           "torch_threads": torch.get_num_threads(),
            "means": {k: (None if v["mean"] is None else round(v["mean"], 4)) for k, v in report["summary"].items()},
            "directions": {k: info[k].direction for k in report["summary"] if k in info}}
     print(json.dumps(out))
@@ -101,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=100, help="number of clips (default 100)")
     p.add_argument("--repeats", type=int, default=1, help="scoring runs, each in a fresh process (default 1)")
     p.add_argument("--judges", default="", help="comma-separated judges (default: every installed judge)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads in the scoring process (default: torch's)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per judge (default: the judges' 1)")
+    p.add_argument("--jobs", type=int, default=0, help="judges side by side (default: 2 on 2+ cores)")
     p.add_argument("--keep", default="", help="generate the clips into this new folder and keep them")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--audio", help=argparse.SUPPRESS)
@@ -109,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.worker:
         return worker(args)
-    if args.clips < 1 or args.repeats < 1 or args.threads < 0:
-        p.error("--clips and --repeats must be >= 1, --threads >= 0")
+    if args.clips < 1 or args.repeats < 1 or args.threads < 0 or args.jobs < 0:
+        p.error("--clips and --repeats must be >= 1, --threads and --jobs >= 0")
     if args.keep and Path(args.keep).exists() and any(Path(args.keep).iterdir()):
         p.error(f"--keep {args.keep} exists and is not empty; give a new folder")
     from qwen_tts_ext.testing.speech import espeak_available
@@ -134,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for k in range(args.repeats):
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--audio", str(folder), "--ref", str(ref),
-                   "--judges", args.judges, "--threads", str(args.threads)]
+                   "--judges", args.judges, "--threads", str(args.threads), "--jobs", str(args.jobs)]
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
                 print(res.stderr, file=sys.stderr)
@@ -144,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
             show(f"repeat {k + 1}", r)
     first = results[0]
-    print(f"judges: {', '.join(first['judges'])}; torch threads {first['torch_threads']}"
+    print(f"judges: {', '.join(first['judges'])}; side by side: {first['jobs']}; "
+          f"threads per judge: {args.threads or 1}"
           + (f"; skipped: {' | '.join(first['skipped'])}" if first["skipped"] else "")
           + (f"; {first['failed_clips']} clip(s) failed" if first["failed_clips"] else ""))
     if len(results) > 1:

@@ -117,6 +117,7 @@ CASES = {
     "stray_word": (lambda w: ok(w, "please"), "unexpected argument 'please'"),
     "device_without_cuda": (lambda w: ok(w, "--device", _cuda_device()), "--device cuda"),
     "negative_threads": (lambda w: ok(w, "--threads", "-1"), "threads must be >= 0"),
+    "negative_jobs": (lambda w: ok(w, "--jobs", "-2"), "jobs must be >= 0"),
     "missing_config_file": (lambda w: ok(w, "--config", w["tmp"] / "none.yaml"), "does not exist"),
 }
 

@@ -186,6 +186,17 @@ def test_a_judge_that_breaks_on_one_clip_does_not_stop_the_run(stub, tmp_path, c
     assert rows["clip_000.wav"]["broken_metric"] == 1.0
 
 
+def test_judges_side_by_side_give_the_same_rows(clips, stub, tmp_path, capsys):
+    ref = clips / "clip_000.wav"
+    for jobs in (1, 3):
+        assert score_main("--audio", clips, "--ref-audio", ref, "--out-dir", tmp_path / f"j{jobs}", "--jobs", jobs,
+                          "--quiet") == 0
+    one, three = (json.loads((tmp_path / f"j{j}" / "scores.json").read_text()) for j in (1, 3))
+    assert one["rows"] == three["rows"]
+    assert (one["timing"]["jobs"], three["timing"]["jobs"]) == (1, 3)
+    assert list(one["rows"][0]) == list(three["rows"][0])  # the columns keep the judges' order
+
+
 def test_options_reach_the_registry(tmp_path, monkeypatch, capsys):
     from _score_helpers import fake_checkpoint
 

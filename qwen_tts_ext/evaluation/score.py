@@ -20,6 +20,7 @@ Metric names and directions come from the judge registry (:func:`qwen_tts_ext.ev
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import difflib
@@ -30,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from qwen_tts_ext.command import emit
 from qwen_tts_ext.config import config_to_dict
@@ -377,6 +378,7 @@ class Timing:
     per_judge: dict[str, float] = field(default_factory=dict)
     audio_seconds: float = 0.0  # total duration of the clips scored
     clips: int = 0
+    jobs: int = 1  # judges side by side
 
     def as_dict(self) -> dict[str, Any]:
         rate = self.clips / self.score_seconds if self.score_seconds > 0 else None
@@ -384,6 +386,7 @@ class Timing:
         return {"load_seconds": round(self.load_seconds, 3), "score_seconds": round(self.score_seconds, 3),
                 "decode_seconds": round(self.decode_seconds, 3),
                 "per_judge_seconds": {k: round(v, 3) for k, v in self.per_judge.items()},
+                "jobs": self.jobs,
                 "audio_seconds": round(self.audio_seconds, 3), "clips": self.clips,
                 "clips_per_second": None if rate is None else round(rate, 3),
                 "audio_seconds_per_second": None if rtf is None else round(rtf, 3)}
@@ -409,23 +412,31 @@ def _ref_loader(default_ref: Any) -> Callable[[ClipSpec], tuple[Any, str | None]
     return get
 
 
-def _run_judge(judge, clips: list, rows: list[dict], where: list[int]) -> None:
-    """``judge.score(clips)`` merged into ``rows[where[i]]``; a failing judge is caught clip by clip."""
+def _run_judge(judge, clips: list) -> tuple[list[dict], list[str | None], float]:
+    """``judge.score(clips)`` -> (rows, a failure message per clip, seconds); a failing judge is retried clip by
+    clip, and a clip it still fails on gets None for its metrics and a message, never a stopped run."""
     names = [m.name for m in judge.metrics]
+    t0 = time.perf_counter()
+    messages: list[str | None] = [None] * len(clips)
     try:
         results = judge.score(clips)
     except Exception:  # one clip may break a judge; find it and keep the rest
         results = []
-        for clip, i in zip(clips, where):
+        for k, clip in enumerate(clips):
             try:
                 results.extend(judge.score([clip]))
             except Exception as exc:  # noqa: BLE001 - reported in the row, the run goes on
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                _add_message(rows[i], f"judge {judge.name} failed: {reason[:200]}")
+                messages[k] = f"judge {judge.name} failed: {reason[:200]}"
                 results.append({n: None for n in names})
-    for res, i in zip(results, where):
-        for n in names:
-            rows[i][n] = res.get(n)
+    return [{n: r.get(n) for n in names} for r in results], messages, time.perf_counter() - t0
+
+
+def default_jobs() -> int:
+    """Judges side by side: 2 where there are 2+ cores (each judge runs one thread by default)."""
+    import os
+
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 def _add_message(row: dict, message: str) -> None:
@@ -433,22 +444,30 @@ def _add_message(row: dict, message: str) -> None:
 
 
 def score_specs(specs: Sequence[ClipSpec], judges: Sequence[Any], *, ref: Any = None, language: str | None = None,
-                progress: bool = True, chunk: int = CHUNK, timing: Timing | None = None) -> list[dict[str, Any]]:
+                progress: bool = True, chunk: int = CHUNK, timing: Timing | None = None,
+                jobs: int = 1) -> list[dict[str, Any]]:
     """Decode and judge every clip; one row per clip (``BASE_COLUMNS`` then every judge's metrics).
 
     A clip that cannot be decoded gets ``status`` = its reject code and no metrics; a manifest row's
     reference that cannot be decoded leaves that clip's speaker similarity empty with a ``message``.
+    ``jobs`` > 1 runs that many judges side by side on each chunk (threads: the models release the GIL),
+    the slowest so far first; the values are the same as one at a time.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     from qwen_tts_ext.evaluation.judges.base import Clip
     from qwen_tts_ext.prep.audio import Rejected
 
     timing = timing or Timing()
+    timing.jobs = jobs if jobs > 1 and len(judges) > 1 else 1
+    timing.per_judge.update({j.name: 0.0 for j in judges if j.name not in timing.per_judge})
     get_ref = _ref_loader(ref)
     metric_names = [m.name for j in judges for m in j.metrics]
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(specs), desc="score", unit="clip", file=sys.stderr, disable=not progress, leave=False)
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="judge") if jobs > 1 and len(judges) > 1 else None
     t_all = time.perf_counter()
     try:
         for start in range(0, len(specs), chunk):
@@ -488,13 +507,22 @@ def score_specs(specs: Sequence[ClipSpec], judges: Sequence[Any], *, ref: Any = 
                 where.append(len(rows) - 1)
             timing.decode_seconds += time.perf_counter() - t0
             if clips:
-                for judge in judges:
-                    t0 = time.perf_counter()
-                    _run_judge(judge, clips, rows, where)
-                    timing.per_judge[judge.name] = timing.per_judge.get(judge.name, 0.0) + time.perf_counter() - t0
+                order = sorted(judges, key=lambda j: -timing.per_judge.get(j.name, 0.0))  # slowest first
+                if pool is None:
+                    done = [_run_judge(j, clips) for j in order]
+                else:
+                    done = [f.result() for f in [pool.submit(_run_judge, j, clips) for j in order]]
+                for judge, (results, messages, seconds) in zip(order, done):
+                    timing.per_judge[judge.name] = timing.per_judge.get(judge.name, 0.0) + seconds
+                    for i, res, message in zip(where, results, messages):
+                        rows[i].update(res)
+                        if message:
+                            _add_message(rows[i], message)
             bar.update(len(part))
     finally:
         bar.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     timing.score_seconds += time.perf_counter() - t_all
     return rows
 
@@ -634,6 +662,23 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 
+@contextlib.contextmanager
+def _one_torch_thread(active: bool, n: int) -> Iterator[None]:
+    """Judges side by side: torch's (process-wide) thread count set once to the judges' count for the whole
+    run, so that one judge's "set, then restore" never changes it under another judge's feet."""
+    if not active or "torch" not in sys.modules:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def score(cfg: ScoreConfig, ready: Ready | None = None) -> dict[str, Any]:
     """Load the judges and score every clip; the report as a dict (nothing written)."""
     from qwen_tts_ext.evaluation.judges import load_judges, metric_info
@@ -645,8 +690,10 @@ def score(cfg: ScoreConfig, ready: Ready | None = None) -> dict[str, Any]:
     timing.load_seconds = time.perf_counter() - t0
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    rows = score_specs(ready.specs, judges, ref=ready.ref, language=ready.language, progress=cfg.progress,
-                       timing=timing)
+    jobs = cfg.jobs or default_jobs()
+    with _one_torch_thread(jobs > 1 and len(judges) > 1, cfg.threads or 1):
+        rows = score_specs(ready.specs, judges, ref=ready.ref, language=ready.language, progress=cfg.progress,
+                           timing=timing, jobs=jobs)
     info = metric_info()
     metrics = [m.name for j in judges for m in j.metrics]
     loaded = [j.name for j in judges]

@@ -54,6 +54,8 @@ COMMAND = Command(
         Option("device", "--device", "cpu, cuda, cuda:N, mps or auto: where speaker_ecapa and a transformers --asr "
                "run (default cpu)"),
         Option("threads", "--threads", "CPU threads per judge (default 1: faster on a busy machine)", metavar="N"),
+        Option("jobs", "--jobs", "judges run side by side (default 2 where there are 2+ cores; 1: one at a time)",
+               metavar="N"),
         Option("language", "--language", "language of every clip (default auto: a manifest's or sidecar's "
                "language, else unknown)"),
         Option("out_dir", "--out-dir", "report folder, new or empty (default outputs/score-<timestamp>)",

@@ -23,6 +23,7 @@ class ScoreConfig:
     speaker_encoder: str = ""  # Base checkpoint: adds the model's own ECAPA similarity (spk_sim_ecapa)
     device: str = "cpu"  # where the judges that can use a GPU run (speaker_ecapa, a transformers --asr)
     threads: int = 0  # CPU threads per judge (0: the judges' default, 1)
+    jobs: int = 0  # judges run side by side on each chunk of clips (0: 2 where there are 2+ cores)
     language: str = "auto"  # language of every clip (auto: a manifest's/sidecar's language column, else unknown)
     out_dir: str = ""  # report folder (default outputs/score-<timestamp>)
     overwrite: bool = False  # replace this command's previous report at out_dir
@@ -40,6 +41,8 @@ class ScoreConfig:
                             "clip, --texts: a file with one line per clip)")
         if self.threads < 0:
             problems.append(f"threads must be >= 0 (0: the judges' default), got {self.threads}")
+        if self.jobs < 0:
+            problems.append(f"jobs must be >= 0 (0: 2 where there are 2+ cores), got {self.jobs}")
         if self.text and not self.text.strip():
             problems.append("--text is empty; give the transcript, or leave --text out")
         UserError.collect(problems)
