@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
-import sys
 
 import numpy as np
 
@@ -53,7 +53,7 @@ MIN_SECONDS = 0.25
 
 @functools.cache
 def _distillmos():
-    with contextlib.redirect_stdout(sys.stderr):  # it prints "weights loaded from ..." on stdout (results only)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints "weights loaded from ..." (stdout is for results)
         from distillmos import ConvTransformerSQAModel
 
         model = ConvTransformerSQAModel()  # distill_mos_v7.pt from the wheel; never touches the hub
