@@ -17,9 +17,8 @@ import pytest
 
 from qwen_tts_ext.testing.speech import SENTENCES, espeak_available
 
-pytestmark = pytest.mark.skipif(not espeak_available(),
-                                reason="espeak-ng is not installed (apt-get install espeak-ng): the judges are "
-                                       "validated on real speech only")
+NO_ESPEAK = ("espeak-ng is not installed (apt-get install espeak-ng): the judges are validated on real speech "
+             "only, so these tests skip")
 
 TEXTS = SENTENCES["english"]  # 6 sentences, ~3 s each
 VOICES = {"A": ("en-us+m3", 35), "B": ("en-us+f2", 60)}  # clearly different voices (male low / female high)
@@ -39,6 +38,8 @@ def _espeak(tmp, text, voice, pitch, speed=160):
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
     """(voice, sentence) -> (audio, sr) for voices A and B at 160 wpm, plus ("slow"|"fast", i) at 120/240 wpm."""
+    if not espeak_available():
+        pytest.skip(NO_ESPEAK)
     tmp = tmp_path_factory.mktemp("judges")
     out = {}
     for v, (voice, pitch) in VOICES.items():
