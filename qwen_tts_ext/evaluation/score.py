@@ -608,7 +608,7 @@ def render_markdown(report: dict[str, Any], info: dict[str, Any]) -> str:
     shown = rows[:MD_CLIP_ROWS]
     out += ["## Clips" + (f" (first {MD_CLIP_ROWS} of {len(rows)}; every clip is in scores.csv)"
                           if len(rows) > MD_CLIP_ROWS else ""), ""]
-    cols = ["id", "seconds", *metrics, "status"]
+    cols = ["id", "seconds", *(m for m in metrics if report["summary"][m]["n"]), "status"]
     out.append("| " + " | ".join(cols) + " |")
     out.append("|---|" + "|".join("---:" for _ in cols[1:-1]) + "|---|")
     for r in shown:
