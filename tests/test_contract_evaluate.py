@@ -13,7 +13,7 @@ import pytest
 
 from tests._cli_contract import refuse, user_files
 
-FAST = ["--alphas", "0", "--script", "", "sentences=[Hello there.]", "synthesis.cap_margin=0.5",
+FAST = ["--alphas", "0", "--script", "", "--judges", "", "sentences=[Hello there.]", "synthesis.cap_margin=0.5",
         "synthesis.cap_slack_seconds=0.2"]
 
 
@@ -105,6 +105,7 @@ CASES = {
     "stray_word": (lambda w: ok(w, "please"), "unexpected argument 'please'"),
     "negative_tolerance": (lambda w: ok(w, "--stop-tolerance", "-0.1"), "tolerances.stop must be >= 0"),
     "speaker_encoder_not_base": (lambda w: ok(w, "--speaker-encoder", w["cv"]), "needs a base checkpoint"),
+    "unknown_judge": (lambda w: ok(w, "--judges", "speaker,dnsmso"), "unknown judge 'dnsmso' (did you mean 'dnsmos'?)"),
     "asr_missing": (lambda w: ok(w, "--asr", w["tmp"] / "whisper"), "--asr"),
     "asr_not_a_model": (lambda w: ok(w, "--asr", w["folder"]), "not a transformers model folder"),
     "ref_audio_missing": (lambda w: ok(w, "--ref-audio", w["tmp"] / "none.wav"), "reference audio"),

@@ -80,6 +80,21 @@ def test_without_similarity_the_stop_rate_decides_and_it_is_noted():
     assert any("similarity was not measured" in n for n in rec.notes)
 
 
+def test_independent_spk_sim_is_judged_instead_of_ecapa_and_noted():
+    """The ECAPA similarity holds (the model's own encoder), the independent spk_sim drops beyond tolerance at 0.05."""
+    data = rows([1.0] * 5, [0.90, 0.90, 0.90, 0.90, 0.90])
+    for r, s in zip(data, [0.85, 0.84, 0.83, 0.78, 0.70]):
+        r["spk_sim"] = s
+    rec = recommend_alpha(data)
+    assert rec.alpha == 0.03
+    assert rec.verdicts[0.05] == ["spk_sim 0.780 < 0.850 - 0.050"]
+    assert any("independent spk_sim" in n and "ECAPA" in n for n in rec.notes)
+    # without spk_sim at alpha 0 (too-short clips), ECAPA decides as before
+    for r in data:
+        r["spk_sim"] = None
+    assert recommend_alpha(data).alpha == 0.10
+
+
 def test_unstable_baseline_recommends_no_blend():
     """Tiny random models never emit EOS: nothing can be recommended."""
     rec = recommend_alpha(rows([0.0] * 5, [0.9] * 5))
@@ -228,7 +243,24 @@ def test_evaluate_cli_writes_report(tiny_base, tiny_llm, tmp_path, capsys):
     assert [r["alpha"] for r in data["rows"]] == [0.0, 0.05]
     for key in ("stop_rate", "duration_ratio", "similarity", "drift", "rtf", "cap_hits", "per_sentence"):
         assert key in data["rows"][0]
-    assert data["rows"][0]["cer"] is None
+    # the offline judges (default set): their columns on every alpha, numbers or None (the tiny model's short
+    # noise is too short for most judges); the stop flag reaches the timing judge through Clip.meta
+    from qwen_tts_ext.evaluation.judges import load_judges
+
+    ran = data["settings"]["judges"]
+    assert set(ran) <= {"speaker", "distillmos", "dnsmos", "asr", "timing"} and "timing" in ran
+    expected = {m.name.replace("duration_ratio", "duration_ratio_text") for j in load_judges(ran)[0] for m in j.metrics}
+    for row in data["rows"]:
+        assert expected <= set(row), expected - set(row)
+        for key in expected:
+            assert row[key] is None or isinstance(row[key], (int, float)), (key, row[key])
+        assert row["stopped_by_eos"] == row["stop_rate"] == 0.0
+        assert row["duration_ratio_text"] is not None and row["duration_ratio_text"] > 0
+        assert "speaking_rate" in row["per_sentence"][0]
+    if "speaker" in ran:
+        assert all(-1 <= r["spk_sim"] <= 1 for r in data["rows"] if r["spk_sim"] is not None)
+    md = (out / "sweep.md").read_text()
+    assert "duration vs text ◎" in md and "truncated ↓" in md and "Offline judges" in md
     assert data["settings"]["similarity_reference"].startswith("reference clip")
     assert data["recommendation"]["status"] == "baseline-unstable"  # tiny models never stop by EOS
     assert "No blend recommended" in (out / "sweep.md").read_text()
@@ -259,7 +291,7 @@ def test_evaluate_custom_voice_with_borrowed_speaker_encoder(tiny_custom_voice, 
 
     out = tmp_path / "cv-report"
     code = main(["--model", str(tiny_custom_voice), "--speaker", "vivian", "--speaker-encoder", str(tiny_base),
-                 "--alphas", "0", "--out-dir", str(out), "script=", "sentences=[Hello there., Good night.]",
+                 "--alphas", "0", "--out-dir", str(out), "script=", "sentences=[Hello there., Good night.]", "--judges", "",
                  "synthesis.cap_margin=0.5", "synthesis.cap_slack_seconds=0.2"])
     assert code == 0, capsys.readouterr().err
     data = json.loads((out / "sweep.json").read_text())
@@ -267,6 +299,14 @@ def test_evaluate_custom_voice_with_borrowed_speaker_encoder(tiny_custom_voice, 
     assert row["n"] == 2 and row["similarity"] is not None and row["drift"] is None
     assert data["settings"]["similarity_reference"] == "alpha-0 outputs"
     assert data["settings"]["voice"]["id"] == "speaker:vivian"
+    # judges: [] gives the sweep's own columns only
+    from qwen_tts_ext.evaluation.report import JUDGE_COLUMNS
+
+    assert data["settings"]["judges"] == []
+    assert not {k for k, _, _ in JUDGE_COLUMNS} & set(row) and "wer" not in row and "speaking_rate" not in row
+    assert set(row) == {"alpha", "n", "stop_rate", "cap_hits", "mean_seconds", "duration_ratio", "similarity",
+                        "similarity_min", "drift", "rtf", "cer", "per_sentence", "script_segments"}
+    assert "Offline judges" not in (out / "sweep.md").read_text()
 
 
 def test_evaluate_base_speakers_file_voice_is_the_similarity_reference(tiny_base, tmp_path):
@@ -278,8 +318,26 @@ def test_evaluate_base_speakers_file_voice_is_the_similarity_reference(tiny_base
     save_file({"alice": torch.randn(64, generator=torch.Generator().manual_seed(0))}, str(spk))
     out = tmp_path / "r"
     assert main(["--model", str(tiny_base), "--speaker", "alice", "--speakers-file", str(spk), "--alphas", "0",
-                 "--out-dir", str(out), "script=", "sentences=[Hello there.]", "synthesis.cap_margin=0.5",
+                 "--out-dir", str(out), "script=", "judges=[timing]", "sentences=[Hello there.]", "synthesis.cap_margin=0.5",
                  "synthesis.cap_slack_seconds=0.2"]) == 0
     data = json.loads((out / "sweep.json").read_text())
     assert data["settings"]["similarity_reference"].startswith("x-vector of alice")
     assert data["rows"][0]["similarity"] is not None
+    assert data["settings"]["judges"] == ["timing"] and "speaking_rate" in data["rows"][0]
+
+
+def test_a_missing_judge_is_skipped_with_its_install_line(monkeypatch, tmp_path):
+    """No distillmos: the sweep still loads the other judges; the note is the registry's one install line."""
+    from types import SimpleNamespace
+
+    from qwen_tts_ext.evaluation.config import EvaluateConfig
+    from qwen_tts_ext.evaluation.pipeline import load_sweep_judges
+
+    monkeypatch.setitem(__import__("sys").modules, "distillmos", None)
+    cfg = EvaluateConfig()
+    notes: list[str] = []
+    judges, ref = load_sweep_judges(cfg, SimpleNamespace(judges=["speaker", "distillmos", "timing"], asr_dir=None,
+                                                         encoder_dir=None), notes)
+    assert [j.name for j in judges] == ["timing"] and ref is None
+    assert any(n.startswith("distillmos not installed: pip install distillmos") for n in notes), notes
+    assert any("spk_sim" in n and "--ref-audio" in n for n in notes), notes

@@ -9,7 +9,8 @@ DESCRIPTION = """\
 Darwin alpha sweep: for each alpha, blend the LLM's FFNs into the loaded TTS model in memory, synthesize
 test sentences and a tagged script, and measure the share of utterances that stop by EOS before the frame
 cap, mean duration relative to alpha 0, speaker similarity, identity drift across segments and the
-real-time factor (plus CER with --asr). Writes sweep.md / sweep.json / sweep.png into --out-dir and
+real-time factor, and scores every test sentence with the offline judges (--judges: independent speaker
+similarity to --ref-audio, MOS, speaking rate and truncation, WER/CER). Writes sweep.md / sweep.json / sweep.png into --out-dir and
 recommends the largest alpha whose stop rate and similarity stay within tolerance of alpha 0.
 
 Everything that can be checked without a model is checked first (what each folder is, that the LLM fits
@@ -57,8 +58,11 @@ COMMAND = Command(
         Option("synthesis.seed", "--seed", "base seed (sentence i uses seed + 1000*i at every alpha)"),
         Option("synthesis.do_sample", "--greedy", "greedy decoding", switch=False),
         Option("asr", "--asr", "local transformers ASR model folder: adds the character error rate", metavar="DIR"),
+        Option("judges", "--judges", "offline judges scoring the test sentences, comma-separated (default "
+               "speaker,distillmos,dnsmos,asr,timing; '' for none)", metavar="LIST"),
         Option("tolerances.stop", "--stop-tolerance", "allowed drop of the stop rate (default 0.05)", metavar="X"),
-        Option("tolerances.similarity", "--similarity-tolerance", "allowed drop of similarity (default 0.05)",
+        Option("tolerances.similarity", "--similarity-tolerance", "allowed drop of similarity, ECAPA or the judges' "
+               "spk_sim (default 0.05)",
                metavar="X"),
         Option("tolerances.cer", "--cer-tolerance", "allowed rise of the CER (default 0.05)", metavar="X"),
         Option("tolerances.min_stop_rate", "--min-stop-rate", "every alpha must stop by EOS at least this often "

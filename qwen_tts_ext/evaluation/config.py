@@ -24,6 +24,9 @@ DEFAULT_SENTENCES = (
     "Could you tell me the way to the nearest train station?",
     "It was a quiet evening, and the rain had just stopped.",
 )
+# The offline judges (``evaluation.judges``) that score every alpha's test sentences by default; one whose
+# package is missing is skipped with its install line in the report's notes. ``judges: []`` turns them off.
+DEFAULT_JUDGES = ("speaker", "distillmos", "dnsmos", "asr", "timing")
 DEFAULT_SCRIPT = "[Whispering] Don't wake him. [Angry] Why would you do that? [Excited] We won! [Sad] It's over now."
 
 
@@ -41,7 +44,8 @@ class EvaluateConfig:
     script: str = DEFAULT_SCRIPT  # tagged script for identity drift ("" = none)
     speaker_encoder: str = ""  # Base checkpoint whose speaker encoder measures similarity
     tolerances: Tolerances = field(default_factory=Tolerances)  # what "within tolerance of alpha 0" means
-    asr: str = ""  # local transformers ASR model folder: adds CER
+    asr: str = ""  # local transformers ASR model folder: adds CER (any language; the asr judge uses it)
+    judges: list[str] = field(default_factory=lambda: list(DEFAULT_JUDGES))  # offline judges ([] = none)
     out_dir: str = ""  # report folder (default outputs/alpha-sweep-<timestamp>)
     save_audio: bool = False  # keep every generated WAV in <out_dir>/audio
     overwrite: bool = False  # replace this command's previous report at out_dir
@@ -49,6 +53,10 @@ class EvaluateConfig:
     def validate(self) -> None:
         """Value checks (called when the config is built; every problem is reported at once)."""
         problems: list[str | UserError] = []
+        names = []
+        for item in self.judges:
+            names.extend(n.strip().lower() for n in str(item).split(",") if n.strip())
+        self.judges = list(dict.fromkeys(names))
         bad = [a for a in self.alphas if not 0.0 <= a <= 1.0]
         if bad:
             problems.append(f"alphas must be in [0, 1], got {', '.join(f'{a:g}' for a in bad)} "

@@ -40,6 +40,7 @@ class Ready:
     device: str
     dtype: str
     sentences: list[str]
+    judges: list[str] | None = None  # the offline judges to load ([]: none)
 
 
 def default_out_dir() -> Path:
@@ -64,6 +65,7 @@ def preflight(cfg: EvaluateConfig) -> Ready:
     elif model_type == "base":
         encoder_dir = model_dir
     asr_dir = _check_asr(cfg.asr) if cfg.asr else None
+    judges = check_judges(cfg, encoder_dir)
     check_voice(cfg, model_dir, model_config)
 
     inputs = {"--model": model_dir}
@@ -76,7 +78,29 @@ def preflight(cfg: EvaluateConfig) -> Ready:
     device, dtype = resolve_device(cfg.runtime.device, cfg.runtime.dtype)
     if llm_dir is not None and cfg.blended_alphas:
         check_blendable(model_dir, llm_dir, max(cfg.blended_alphas))
-    return Ready(model_dir, model_type, llm_dir, encoder_dir, asr_dir, out, device, dtype, sentences)
+    return Ready(model_dir, model_type, llm_dir, encoder_dir, asr_dir, out, device, dtype, sentences, judges)
+
+
+def check_judges(cfg: EvaluateConfig, encoder_dir: Path | None) -> list[str]:
+    """The judges to load: known names (did-you-mean), ``asr`` added for ``--asr`` (unless ``judges: []``)."""
+    import difflib
+
+    from qwen_tts_ext.evaluation.judges import JUDGES
+
+    names = list(cfg.judges)
+    problems = []
+    for n in names:
+        if n not in JUDGES:
+            close = difflib.get_close_matches(n, list(JUDGES), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown judge {n!r}{hint}; --judges takes a comma-separated list of "
+                            f"{', '.join(JUDGES)} ('' for none)")
+    UserError.collect(problems)
+    if "speaker_ecapa" in names and encoder_dir is None:
+        raise UserError("judge speaker_ecapa needs a speaker encoder: a Base --model, or --speaker-encoder BASE_CKPT")
+    if names and cfg.asr and "asr" not in names:
+        names.append("asr")  # the flag asks for WER/CER
+    return names
 
 
 def _check_asr(asr: str) -> Path:
@@ -148,6 +172,34 @@ def _quiet() -> None:
     quiet_transformers()
 
 
+def load_sweep_judges(cfg: EvaluateConfig, ready: Ready, notes: list[str]) -> tuple[list, tuple | None]:
+    """The offline judges of ``ready.judges`` (a missing one: its install line in ``notes``) and the reference
+    clip ``(audio, 24000)`` for ``spk_sim`` (``--ref-audio``; without it the speaker judge is not loaded)."""
+    names = list(ready.judges or [])
+    if not names:
+        return [], None
+    from qwen_tts_ext.evaluation.judges import load_judges
+
+    ref_audio = None
+    if cfg.voice.ref_audio:
+        from qwen_tts_ext.synthesis.engine import load_audio_24k
+
+        ref_audio = (load_audio_24k(cfg.voice.ref_audio), 24000)
+    elif "speaker" in names:
+        names.remove("speaker")
+        notes.append("spk_sim (independent speaker similarity) not measured: it needs the voice's clip, --ref-audio")
+    options = {}
+    if ready.asr_dir and "asr" in names:
+        options["asr"] = str(ready.asr_dir)
+    if "speaker_ecapa" in names:
+        options["checkpoint"] = str(ready.encoder_dir)
+    judges, skipped = load_judges(names, **options)
+    for note in skipped:
+        notes.append(note)
+        print(f"warning: {note}", file=sys.stderr)
+    return judges, ref_audio
+
+
 def run(cfg: EvaluateConfig) -> int:
     """``qwen-tts-ext evaluate``: check, load, sweep, write the report, print the table and the alpha."""
     ready = preflight(cfg)
@@ -188,7 +240,10 @@ def run(cfg: EvaluateConfig) -> int:
             if voice.speaker in table:
                 reference = table[voice.speaker]
                 ref_desc = f"x-vector of {voice.speaker} in {v.speakers_file}"
-    transcribe, asr_note = asr_transcriber(ready.asr_dir, device=ready.device)
+    judges, ref_audio = load_sweep_judges(cfg, ready, notes)
+    transcribe, asr_note = None, None
+    if not any(j.name == "asr" for j in judges):
+        transcribe, asr_note = asr_transcriber(ready.asr_dir, device=ready.device)
     if asr_note:
         notes.append(asr_note)
         print(f"warning: {asr_note}", file=sys.stderr)
@@ -201,7 +256,8 @@ def run(cfg: EvaluateConfig) -> int:
         rows, default_desc = run_sweep(
             synth, voice, options, alphas=cfg.alphas, llm=str(ready.llm_dir) if ready.llm_dir else None,
             sentences=ready.sentences, script=cfg.script or None, embedder=embedder, reference=reference,
-            transcribe=transcribe, audio_dir=audio_dir,
+            transcribe=transcribe, audio_dir=audio_dir, judges=judges, ref_audio=ref_audio,
+            language=None if str(options.language).lower() == "auto" else options.language,
         )
         t = cfg.tolerances
         rec = recommend_alpha([r.as_dict() for r in rows], t)
@@ -217,7 +273,8 @@ def run(cfg: EvaluateConfig) -> int:
                 "similarity_reference": ref_desc or default_desc,
                 "tolerances": {"stop": t.stop, "similarity": t.similarity, "cer": t.cer,
                                "min_stop_rate": t.min_stop_rate},
-                "asr": bool(transcribe),
+                "asr": bool(transcribe) or any(j.name == "asr" for j in judges),
+                "judges": [j.name for j in judges],
                 "config": config_to_dict(cfg),
             },
             "rows": [r.as_dict() for r in rows],

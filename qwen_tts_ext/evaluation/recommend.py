@@ -4,7 +4,9 @@ An alpha is *within tolerance* when, compared with alpha 0,
 
 - its stop rate (share of utterances ending with EOS before the cap) dropped by at most
   ``stop_tolerance`` (absolute, e.g. 0.05 = five percentage points),
-- its mean speaker similarity dropped by at most ``similarity_tolerance`` (when measured),
+- its mean speaker similarity dropped by at most ``similarity_tolerance`` (when measured): the
+  independent judge's ``spk_sim`` (resemblyzer, to the reference clip) when the sweep has it at alpha 0,
+  else the model's own ECAPA ``similarity`` (circular: the encoder the voice was cloned with),
 - its character error rate rose by at most ``cer_tolerance`` (when an ASR model was given).
 
 The recommendation is the largest alpha such that it *and every smaller swept alpha* are within
@@ -27,7 +29,7 @@ class Tolerances:
     """How far an alpha may fall behind alpha 0 (the ``tolerances`` group of ``qwen-tts-ext evaluate``)."""
 
     stop: float = 0.05  # allowed drop of the stop rate (absolute)
-    similarity: float = 0.05  # allowed drop of the mean speaker similarity
+    similarity: float = 0.05  # allowed drop of the mean speaker similarity (spk_sim, else ECAPA)
     cer: float = 0.05  # allowed rise of the character error rate (with an ASR model)
     min_stop_rate: float = 0.8  # every alpha, 0 included, must stop by EOS at least this often
 
@@ -65,7 +67,7 @@ def _get(row: Mapping[str, Any], key: str) -> float | None:
 
 
 def recommend_alpha(rows: Sequence[Mapping[str, Any]], tol: Tolerances | None = None) -> Recommendation:
-    """``rows``: one mapping per alpha with ``alpha``, ``stop_rate`` and optionally ``similarity``, ``cer``."""
+    """``rows``: one mapping per alpha with ``alpha``, ``stop_rate`` and optionally ``similarity``, ``spk_sim``, ``cer``."""
     tol = tol or Tolerances()
     if not rows:
         raise UserError("no sweep results to recommend from")
@@ -73,8 +75,15 @@ def recommend_alpha(rows: Sequence[Mapping[str, Any]], tol: Tolerances | None = 
     base = ordered[0]
     if float(base["alpha"]) != 0.0:
         raise UserError("the sweep needs alpha 0 as its baseline")
-    b_stop, b_sim, b_cer = _get(base, "stop_rate"), _get(base, "similarity"), _get(base, "cer")
+    b_stop, b_cer = _get(base, "stop_rate"), _get(base, "cer")
     notes = []
+    sim_key, sim_name = "similarity", "similarity"
+    if _get(base, "spk_sim") is not None:
+        sim_key, sim_name = "spk_sim", "spk_sim"
+        if _get(base, "similarity") is not None:
+            notes.append("speaker similarity judged by the independent spk_sim (resemblyzer, to the reference clip), "
+                         "not the model's own ECAPA similarity (shown, not used: the encoder the voice was cloned with)")
+    b_sim = _get(base, sim_key)
     unstable = b_stop is not None and b_stop < tol.min_stop_rate - 1e-12
     if unstable:
         notes.append(
@@ -89,13 +98,13 @@ def recommend_alpha(rows: Sequence[Mapping[str, Any]], tol: Tolerances | None = 
     for row in ordered:
         a = float(row["alpha"])
         reasons = []
-        stop, sim, err = _get(row, "stop_rate"), _get(row, "similarity"), _get(row, "cer")
+        stop, sim, err = _get(row, "stop_rate"), _get(row, sim_key), _get(row, "cer")
         if stop is not None and b_stop is not None and stop < b_stop - tol.stop - 1e-12:
             reasons.append(f"stop rate {stop:.2f} < {b_stop:.2f} - {tol.stop:.2f}")
         elif stop is not None and stop < tol.min_stop_rate - 1e-12:
             reasons.append(f"stop rate {stop:.2f} < minimum {tol.min_stop_rate:.2f}")
         if sim is not None and b_sim is not None and sim < b_sim - tol.similarity - 1e-12:
-            reasons.append(f"similarity {sim:.3f} < {b_sim:.3f} - {tol.similarity:.3f}")
+            reasons.append(f"{sim_name} {sim:.3f} < {b_sim:.3f} - {tol.similarity:.3f}")
         if err is not None and b_cer is not None and err > b_cer + tol.cer + 1e-12:
             reasons.append(f"CER {err:.3f} > {b_cer:.3f} + {tol.cer:.3f}")
         verdicts[a] = reasons

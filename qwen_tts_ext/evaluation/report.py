@@ -25,6 +25,31 @@ COLUMNS = [
     ("rtf", "RTF", "{:.2f}"),
     ("cer", "CER", "{:.1%}"),
 ]
+# The offline judges' means (shown when the sweep ran them), headed with their direction from metric_info().
+JUDGE_COLUMNS = [
+    ("spk_sim", "spk_sim", "{:.3f}"),
+    ("mos_distill", "MOS", "{:.2f}"),
+    ("dnsmos_ovrl", "DNSMOS", "{:.2f}"),
+    ("speaking_rate", "chars/s", "{:.1f}"),
+    ("truncated", "truncated", "{:.0%}"),
+    ("duration_ratio_text", "duration vs text", "{:.2f}×"),
+    ("wer", "WER", "{:.1%}"),
+]
+ARROWS = {"higher": "↑", "lower": "↓", "target": "◎"}
+
+
+def _arrow(column: str) -> str:
+    from qwen_tts_ext.evaluation.judges import metric_info
+    from qwen_tts_ext.evaluation.sweep import metric_of
+
+    m = metric_info().get(metric_of(column))
+    return f" {ARROWS[m.direction]}" if m is not None and m.direction in ARROWS else ""
+
+
+def _columns(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    cols = [c for c in COLUMNS if c[0] != "cer" or any(r.get("cer") is not None for r in rows)]
+    cols += [(k, h + _arrow(k), p) for k, h, p in JUDGE_COLUMNS if any(k in r for r in rows)]
+    return cols
 
 
 def _fmt(value: Any, pattern: str) -> str:
@@ -37,7 +62,7 @@ def _fmt(value: Any, pattern: str) -> str:
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], recommended: float | None, verdicts: Mapping[float, list]) -> str:
-    cols = [c for c in COLUMNS if c[0] != "cer" or any(r.get("cer") is not None for r in rows)]
+    cols = _columns(rows)
     head = "| " + " | ".join(c[1] for c in cols) + " | verdict |"
     sep = "|" + "|".join("---:" for _ in cols) + "|---|"
     lines = [head, sep]
@@ -78,6 +103,16 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "between the segments of the tagged script; *RTF* = generation time / audio time.",
         "",
     ]
+    if any(k in r for r in report["rows"] for k, _, _ in JUDGE_COLUMNS):
+        out += [
+            "Offline judges (`qwen-tts-ext score`'s, independent of the model; means over the test sentences, n/a "
+            "where no sentence could be scored; ↑ higher is better, ↓ lower, ◎ closest to typical speech): *spk_sim* "
+            "= resemblyzer similarity to the reference clip; *MOS* = DistillMOS; *DNSMOS* = DNSMOS P.835 overall; "
+            "*chars/s* = speaking rate over detected speech; *truncated* = share cut off mid-speech; *duration vs "
+            "text* = seconds / the text's expected seconds; *WER*/*CER* = word/character error rate of the asr "
+            "judge's transcript. Every judge metric, per sentence too, is in sweep.json.",
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -104,19 +139,30 @@ def plot(report: Mapping[str, Any], png_path: str | Path) -> Path:
     alphas = [float(r["alpha"]) for r in rows]
     rec = report["recommendation"]["alpha"] if report["recommendation"].get("status") != "baseline-unstable" else None
     panels = [
-        ("stop_rate", "stop rate (EOS before cap)", (0, 1.05)),
-        ("duration_ratio", "mean duration vs alpha 0", None),
-        ("similarity", "speaker similarity", None),
-        ("drift", "identity drift across segments", None),
+        (("stop_rate",), "stop rate (EOS before cap) ↑", (0, 1.05)),
+        (("duration_ratio",), "mean duration vs alpha 0", None),
+        (("similarity", "spk_sim"), "speaker similarity ↑", None),
+        (("drift",), "identity drift across segments ↓", None),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5), constrained_layout=True)
-    for ax, (key, title, ylim) in zip(axes.flat, panels):
-        ys = [r.get(key) for r in rows]
-        pts = [(a, y) for a, y in zip(alphas, ys) if y is not None and math.isfinite(float(y))]
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="tab:blue")
-        else:
+    judged = any(k in r for r in rows for k in ("mos_distill", "dnsmos_ovrl", "wer"))
+    if judged:
+        panels += [(("mos_distill", "dnsmos_ovrl"), "MOS ↑", None), (("cer", "wer"), "CER / WER ↓", None)]
+    labels = {"similarity": "ECAPA (own encoder)", "spk_sim": "spk_sim (resemblyzer)", "mos_distill": "DistillMOS",
+              "dnsmos_ovrl": "DNSMOS ovrl", "cer": "CER", "wer": "WER"}
+    fig, axes = plt.subplots(2, 3 if judged else 2, figsize=(13 if judged else 9, 6.5), constrained_layout=True)
+    for ax, (keys, title, ylim) in zip(axes.flat, panels):
+        drawn = 0
+        for key, color in zip(keys, ("tab:blue", "tab:orange")):
+            ys = [r.get(key) for r in rows]
+            pts = [(a, y) for a, y in zip(alphas, ys) if y is not None and math.isfinite(float(y))]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color,
+                        label=labels.get(key, key) if len(keys) > 1 else None)
+                drawn += 1
+        if not drawn:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="gray")
+        elif len(keys) > 1:
+            ax.legend(loc="best", fontsize=7)
         if rec is not None:
             ax.axvline(rec, color="tab:green", ls="--", lw=1, label=f"recommended α={rec:g}")
         ax.set_title(title)

@@ -7,7 +7,10 @@ weights (``synthesis.blending.RuntimeBlend`` -> the blend module's ``apply_blend
   paired) with the usual text-derived frame cap: *stop rate* = share that ended by EOS;
 - the speaker encoder embeds every output: *similarity* = mean cosine to the reference voice;
 - a tagged script is synthesized: *identity drift* = 1 - mean pairwise cosine of its segments;
-- *RTF* = generation seconds / audio seconds; *CER* when an ASR transcriber is given.
+- *RTF* = generation seconds / audio seconds; *CER* when an ASR transcriber is given;
+- the offline judges (``evaluation.judges``, when given) score every test sentence: the independent
+  speaker similarity ``spk_sim`` to the reference clip, MOS, speaking rate, truncation, WER/CER...;
+  each alpha's row holds their means over the sentences (None where no sentence could be scored).
 """
 
 from __future__ import annotations
@@ -42,11 +45,28 @@ class AlphaRow:
     drift: float | None
     rtf: float
     cer: float | None = None
+    judged: dict[str, float | None] = field(default_factory=dict)  # judge metric -> mean over the sentences
     per_sentence: list[dict[str, Any]] = field(default_factory=list)
     script_segments: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """Flat: the judges' means are columns beside the sweep's own (``cer`` from the asr judge when it ran)."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("judged", "per_sentence", "script_segments")}
+        out.update(self.judged)
+        out.update(per_sentence=self.per_sentence, script_segments=self.script_segments)
+        return out
+
+
+# A judge metric whose name is already a sweep column with another meaning gets another name in the rows.
+RENAMED = {"duration_ratio": "duration_ratio_text"}
+
+
+def judge_column(metric: str) -> str:
+    return RENAMED.get(metric, metric)
+
+
+def metric_of(column: str) -> str:
+    return next((m for m, c in RENAMED.items() if c == column), column)
 
 
 class Embedder:
@@ -85,12 +105,20 @@ def run_sweep(
     transcribe: Callable[[np.ndarray, int], str] | None = None,
     audio_dir: str | Path | None = None,
     progress: bool = True,
+    judges: Sequence[Any] = (),
+    ref_audio: tuple[np.ndarray, int] | None = None,
+    language: str | None = None,
 ) -> tuple[list[AlphaRow], str]:
     """Run the sweep; returns (rows sorted by alpha, description of the similarity reference).
 
     ``reference``: the voice's x-vector to compare against. If None and an ``embedder`` is given,
     the mean embedding of the alpha-0 outputs is used (similarity then measures "same voice as
     without blending").
+
+    ``judges``: loaded offline judges (``judges.load_judges``) scoring every test sentence, with
+    ``ref_audio`` ``(audio, sample_rate)`` as the speaker reference (``spk_sim``), ``language`` for the
+    asr judge (None: auto) and the segment's stop flag in ``Clip.meta``. When the asr judge runs, its
+    ``cer`` replaces ``transcribe``'s.
     """
     from dataclasses import replace
 
@@ -99,6 +127,9 @@ def run_sweep(
     from qwen_tts_ext.synthesis.output import write_wav
 
     alphas = sorted({0.0, *(float(a) for a in alphas)})
+    judges = list(judges or ())
+    judges_asr = any(j.name == "asr" for j in judges)
+    judge_metrics = [judge_column(m.name) for j in judges for m in j.metrics]
     if any(a > 0 for a in alphas) and not llm:
         from qwen_tts_ext.errors import UserError
 
@@ -116,7 +147,7 @@ def run_sweep(
         for alpha in alphas:
             bar.set_postfix(alpha=alpha)
             synth.blend.set(alpha, llm if alpha > 0 else None)
-            sent_rows, embs = [], []
+            sent_rows, embs, clips = [], [], []
             gen_s = audio_s = 0.0
             for i, text in enumerate(sentences):
                 res = synth.synthesize(text, voice, replace(options, seed=options.seed + 1000 * i))
@@ -129,7 +160,9 @@ def run_sweep(
                     "frame_cap": sum(s.frame_cap for s in res.segments),
                     "stopped_by_eos": seg_stop,
                 }
-                if transcribe is not None:
+                if judges:
+                    clips.append(_clip(res, text, alpha, i, seg_stop, row, ref_audio, language))
+                if transcribe is not None and not judges_asr:
                     hyp = transcribe(res.audio, res.sample_rate)
                     row.update(transcript=hyp, cer=char_error_rate(text, hyp))
                 if audio_dir is not None:
@@ -139,6 +172,13 @@ def run_sweep(
                 sent_rows.append(row)
                 embs.append(emb)
                 bar.update(len(res.segments))
+            if clips:
+                from qwen_tts_ext.evaluation.judges import score_clips
+
+                for row, got in zip(sent_rows, score_clips(clips, judges)):
+                    got.pop("id", None)
+                    got.pop("stopped_by_eos", None)  # the row's own flag says the same
+                    row.update({judge_column(k): v for k, v in got.items()})
             script_rows, script_embs = [], []
             if script:
                 res = synth.synthesize(script, voice, options)
@@ -174,7 +214,14 @@ def run_sweep(
         for s, e in zip(r["sentences"], r["embs"]):
             if reference is not None and e is not None:
                 s["similarity"] = cosine(e, reference)
-        cers = [s["cer"] for s in r["sentences"] if "cer" in s]
+        cers = [s["cer"] for s in r["sentences"] if s.get("cer") is not None]
+        judged = {}
+        for m in judge_metrics:
+            if m == "stopped_by_eos":
+                vals = [float(s["stopped_by_eos"]) for s in r["sentences"]]
+            else:
+                vals = [s[m] for s in r["sentences"] if s.get(m) is not None]
+            judged[m] = float(np.mean(vals)) if vals else None
         stops = [s["stopped_by_eos"] for s in r["sentences"]]
         rows.append(
             AlphaRow(
@@ -189,11 +236,21 @@ def run_sweep(
                 drift=identity_drift(r["script_embs"]) if embedder else None,
                 rtf=r["gen_s"] / r["audio_s"] if r["audio_s"] > 0 else float("inf"),
                 cer=float(np.mean(cers)) if cers else None,
+                judged={m: v for m, v in judged.items() if m != "cer"},
                 per_sentence=r["sentences"],
                 script_segments=r["script"],
             )
         )
     return rows, ref_desc
+
+
+def _clip(res, text: str, alpha: float, i: int, stopped: bool, row: dict, ref_audio, language: str | None):
+    from qwen_tts_ext.evaluation.judges import Clip
+
+    ref, ref_sr = ref_audio if ref_audio is not None else (None, None)
+    return Clip(np.asarray(res.audio, dtype=np.float32), res.sample_rate, id=f"alpha{alpha:g}_s{i:02d}", text=text,
+                language=language, ref=ref, ref_sample_rate=ref_sr,
+                meta={"stopped_by_eos": stopped, "frames": row["frames"], "frame_cap": row["frame_cap"]})
 
 
 def asr_transcriber(model_dir: str | Path | None, device: str = "cpu") -> tuple[Callable | None, str | None]:
