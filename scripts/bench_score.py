@@ -4,8 +4,9 @@ Generates ``--clips`` clips (several sentences, voices, speeds and pitches; a ``
 beside each) and one reference clip in a temp folder, then scores them ``--repeats`` times, each in a
 fresh subprocess (so every repeat pays the judges' imports and weight loading, as a user's run does),
 and prints for every repeat and their median: judge load time, scoring time, clips/s, seconds of audio
-per wall-clock second (above 1 is faster than real time), each judge's time and the peak RSS
-(``resource.getrusage``) of the scoring process.
+per wall-clock second (above 1 is faster than real time), each judge's time (wall clock: with judges side
+by side they overlap), the peak RSS and CPU time (``resource.getrusage``) of the scoring process, and the
+machine's load average (other processes on a shared machine slow the wall-clock numbers, not the CPU time).
 
     python scripts/bench_score.py                        # 100 clips, default judges, 1 repeat
     python scripts/bench_score.py --clips 20 --repeats 3 --judges distillmos,timing
@@ -72,7 +73,9 @@ def worker(args: argparse.Namespace) -> int:
     info = report.pop("_info")
     bad = [r for r in report["rows"] if r["status"] != "ok"]
     t = report["timing"]
+    use = resource.getrusage(resource.RUSAGE_SELF)
     out = {**t, "total_seconds": round(time.perf_counter() - t_start, 3),
+           "cpu_seconds": round(use.ru_utime + use.ru_stime, 2), "loadavg": round(os.getloadavg()[0], 2),
            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "judges": [j["name"] for j in report["judges"]["ran"]],
            "skipped": [j["note"] for j in report["judges"]["skipped"]], "failed_clips": len(bad),
@@ -87,7 +90,8 @@ def show(label: str, r: dict) -> None:
     print(f"{label}: load {r['load_seconds']:.2f} s | scoring {r['score_seconds']:.2f} s for {r['clips']} clips "
           f"({r['audio_seconds']:.1f} s of audio): {r['clips_per_second']:.2f} clips/s, "
           f"{r['audio_seconds_per_second']:.2f} s of audio per second | decode {r['decode_seconds']:.2f} s | {per} | "
-          f"peak RSS {r['peak_rss_mib']:.0f} MiB | process total {r['total_seconds']:.1f} s")
+          f"peak RSS {r['peak_rss_mib']:.0f} MiB | process total {r['total_seconds']:.1f} s, CPU {r['cpu_seconds']:.0f} s "
+          f"({r['audio_seconds'] / r['cpu_seconds']:.2f} s of audio per CPU second) | load average {r['loadavg']:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(results) > 1:
         med = {k: statistics.median(r[k] for r in results)
                for k in ("load_seconds", "score_seconds", "clips_per_second", "audio_seconds_per_second",
-                         "decode_seconds", "peak_rss_mib", "total_seconds", "audio_seconds", "clips")}
+                         "decode_seconds", "peak_rss_mib", "total_seconds", "audio_seconds", "clips", "cpu_seconds",
+                         "loadavg")}
         med["per_judge_seconds"] = {j: statistics.median(r["per_judge_seconds"][j] for r in results)
                                     for j in first["per_judge_seconds"]}
         show(f"median of {len(results)}", med)
