@@ -122,7 +122,8 @@ def run(out: Path, steps: int) -> int:
 
         _run_cli(main, sft_cmd)
         summary = json.loads((run_dir / "summary.json").read_text())
-        first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+        first = next(r for r in records if "train/loss" in r)  # timing records carry no loss
         return {"export": summary["export"], "steps": summary["global_step"],
                 "loss_first": round(first["train/loss"], 3), "loss_last": round(summary["final_loss"], 3)}
 
