@@ -90,7 +90,8 @@ def show(label: str, r: dict) -> None:
     print(f"{label}: load {r['load_seconds']:.2f} s | scoring {r['score_seconds']:.2f} s for {r['clips']} clips "
           f"({r['audio_seconds']:.1f} s of audio): {r['clips_per_second']:.2f} clips/s, "
           f"{r['audio_seconds_per_second']:.2f} s of audio per second | decode {r['decode_seconds']:.2f} s | {per} | "
-          f"peak RSS {r['peak_rss_mib']:.0f} MiB | process total {r['total_seconds']:.1f} s, CPU {r['cpu_seconds']:.0f} s "
+          f"peak RSS {r['peak_rss_mib']:.0f} MiB | process total {r['total_seconds']:.1f} s, "
+          f"CPU {r['cpu_seconds']:.0f} s "
           f"({r['audio_seconds'] / r['cpu_seconds']:.2f} s of audio per CPU second) | load average {r['loadavg']:.1f}")
 
 

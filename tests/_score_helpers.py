@@ -54,7 +54,8 @@ class StubTiming(Judge):
     def _score(self, clip):
         rate = len(clip.text) / clip.seconds if clip.text and clip.seconds else None
         eos = clip.meta.get("stopped_by_eos")
-        return {"speech_seconds": clip.seconds, "speaking_rate": rate, "stopped_by_eos": None if eos is None else int(eos)}
+        return {"speech_seconds": clip.seconds, "speaking_rate": rate,
+                "stopped_by_eos": None if eos is None else int(eos)}
 
 
 class StubEcapa(Judge):
@@ -127,7 +128,8 @@ def make_registry(*, forbid_loading: bool = False, loads: list | None = None) ->
                 row.update(r)
         return rows
 
-    mod.load_judge, mod.load_judges, mod.metric_info, mod.score_clips = load_judge, load_judges, metric_info, score_clips
+    mod.load_judge, mod.load_judges, mod.metric_info = load_judge, load_judges, metric_info
+    mod.score_clips = score_clips
     mod.Judge, mod.Metric, mod.Clip = base.Judge, base.Metric, base.Clip
     return mod
 

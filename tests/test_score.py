@@ -228,7 +228,7 @@ def test_overwrite_replaces_only_our_report(stub, tmp_path, capsys):
 
 
 def test_summary_statistics():
-    from qwen_tts_ext.evaluation.score import summarize
+    from qwen_tts_ext.evaluation.score_report import summarize
 
     rows = [{"a": 1.0, "b": None}, {"a": 3.0, "b": 2.0}, {"a": 2.0, "b": float("nan")}]
     s = summarize(rows, ["a", "b"])

@@ -1,19 +1,18 @@
 """Judge any audio offline (what ``qwen-tts-ext score`` runs): per-clip scores and a summary.
 
-1. :func:`preflight` checks everything before a judge loads: ``--audio`` (a folder of audio files, one
-   audio file, or a JSONL/CSV manifest read by data prep's reader), where each clip's transcript comes
-   from (``--text``, ``--texts`` with one line per clip, our synthesis JSON sidecar, ``NAME.txt`` or
-   ``NAME.lab`` beside the clip, or the manifest's ``text`` column), ``--ref-audio`` (readable),
+1. :func:`preflight` checks everything before a judge loads: ``--audio`` and where each clip's transcript
+   comes from (:mod:`qwen_tts_ext.evaluation.score_inputs`), ``--ref-audio`` (readable),
    ``--judges`` (known names, with a did-you-mean), ``--asr`` (a model folder), ``--speaker-encoder`` (a
    Base checkpoint), ``--language`` and the report folder (the output policy of
    :mod:`qwen_tts_ext.outputs`). A clip that cannot be decoded is not fatal: it is reported in its row
    (``status``/``message``, as data prep's rejects), like a reference clip of a manifest row that cannot.
 2. :func:`score_specs` decodes the clips a few at a time (memory stays flat on large folders) and runs
-   every judge on each chunk, timing each judge.
-3. :func:`run` writes ``scores.csv`` (one row per clip, one column per metric), ``scores.json`` (rows,
-   summary, the judges that ran and those skipped with their install line, timing, settings) and
-   ``scores.md`` (summary table with each metric's direction, then the per-clip table) into a temp folder
-   that becomes ``--out-dir`` when complete; the summary table and the ``wrote ...`` line go to stdout.
+   every judge on each chunk (two side by side on 2+ cores), timing each judge.
+3. :func:`run` writes (:mod:`qwen_tts_ext.evaluation.score_report`) ``scores.csv`` (one row per clip, one
+   column per metric), ``scores.json`` (rows, summary, the judges that ran and those skipped with their
+   install line, timing, settings) and ``scores.md`` (summary table with each metric's direction, then the
+   per-clip table) into a temp folder that becomes ``--out-dir`` when complete; the summary table and the
+   ``wrote ...`` line go to stdout.
 
 Metric names and directions come from the judge registry (:func:`qwen_tts_ext.evaluation.judges.metric_info`).
 """
@@ -21,12 +20,8 @@ Metric names and directions come from the judge registry (:func:`qwen_tts_ext.ev
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as _dt
 import difflib
-import io
-import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,34 +32,15 @@ from qwen_tts_ext.command import emit
 from qwen_tts_ext.config import config_to_dict
 from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.evaluation.score_config import ScoreConfig
+from qwen_tts_ext.evaluation.score_inputs import (ClipSpec, discover, language_name, load_clip_audio,
+                                                supported_languages)
+from qwen_tts_ext.evaluation.score_report import summarize, summary_table, write_reports
 
 COMMAND = "score"
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
-MANIFEST_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".tab")
-TEXT_SIDECARS = (".txt", ".lab")  # NAME.txt / NAME.lab beside NAME.wav (after our own NAME.json sidecar)
-MD_CLIP_ROWS = 50  # scores.md lists every clip up to this many (scores.csv always has all)
 CHUNK = 8  # clips decoded and judged together
-ARROWS = {"higher": "↑", "lower": "↓", "target": "◎"}
-BASE_COLUMNS = ("id", "path", "seconds", "language", "speaker", "text", "status", "message")
 
 
 # --------------------------------------------------------------------------- what to score
-
-
-@dataclass
-class ClipSpec:
-    """One clip to score, before decoding."""
-
-    id: str
-    source: Any  # a path (str) or the encoded file's bytes (a dataset row); None: the row has no audio
-    path: str  # for the report
-    text: str | None = None
-    language: str | None = None
-    ref: Any = None  # path or bytes of this clip's reference (None: --ref-audio, or none)
-    ref_path: str = ""
-    speaker: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    problem: str | None = None  # the row could not be read from the manifest ("code: message")
 
 
 @dataclass
@@ -83,210 +59,6 @@ class Ready:
 
 def default_out_dir() -> Path:
     return Path("outputs") / f"score-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-
-
-def _languages() -> set[str]:
-    from qwen_tts_ext.constants import CODEC_LANGUAGE_IDS
-
-    return {k for k in CODEC_LANGUAGE_IDS if "dialect" not in k}
-
-
-def _language(value: Any, default: str = "auto") -> str | None:
-    """A language value as a qwen_tts name, or None for auto/unknown; raises ``Rejected``."""
-    from qwen_tts_ext.prep.manifest import normalize_language
-
-    lang = normalize_language(value, default, _languages())
-    return None if lang == "auto" else lang
-
-
-def _clean_text(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    text = " ".join(value.split())
-    return text or None
-
-
-def _sidecar_facts(path: Path) -> tuple[str | None, str | None, dict[str, Any]]:
-    """(text, language, meta) from our synthesis sidecar ``NAME.json`` (or any JSON with a ``text``)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None, None, {}
-    if not isinstance(data, dict):
-        return None, None, {}
-    text = None
-    segments = data.get("segments") if isinstance(data.get("segments"), list) else []
-    seg_texts = [s.get("text") for s in segments if isinstance(s, dict)]
-    if seg_texts and all(isinstance(t, str) for t in seg_texts):
-        text = _clean_text(" ".join(seg_texts))  # the spoken words, without the script's [tags]
-    elif isinstance(data.get("text"), str):
-        from qwen_tts_ext.synthesis.tags import TAG_PATTERN
-
-        text = _clean_text(TAG_PATTERN.sub(" ", data["text"]))
-    language = data.get("language") if isinstance(data.get("language"), str) else None
-    meta: dict[str, Any] = {}
-    if isinstance(data.get("all_stopped_by_eos"), bool):
-        meta["stopped_by_eos"] = data["all_stopped_by_eos"]
-    frames = [s.get("frames") for s in segments if isinstance(s, dict)]
-    caps = [s.get("frame_cap") for s in segments if isinstance(s, dict)]
-    if frames and all(isinstance(f, int) for f in frames):
-        meta["frames"] = sum(frames)
-    if caps and all(isinstance(c, int) for c in caps):
-        meta["frame_cap"] = sum(caps)
-    return text, language, meta
-
-
-def _transcript_beside(audio: Path) -> tuple[str | None, str | None, dict[str, Any], str]:
-    """(text, language, meta, where) for a clip in a folder: NAME.json sidecar, NAME.txt, NAME.lab."""
-    side = audio.with_suffix(".json")
-    if side.is_file():
-        text, language, meta = _sidecar_facts(side)
-        if text or meta:
-            return text, language, meta, "sidecar" if text else ""
-    for suffix in TEXT_SIDECARS:
-        p = audio.with_suffix(suffix)
-        if p.is_file():
-            try:
-                return _clean_text(p.read_text(encoding="utf-8-sig")), None, {}, suffix[1:]
-            except (OSError, UnicodeDecodeError):
-                return None, None, {}, ""
-    return None, None, {}, ""
-
-
-def _audio_files(folder: Path) -> list[Path]:
-    found = []
-    for p in folder.rglob("*"):
-        rel = p.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):
-            continue  # hidden files and folders (our own temp folders among them)
-        if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file():
-            found.append(p)
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
-
-
-def _read_texts_file(path_s: str) -> list[str | None]:
-    path = Path(path_s).expanduser()
-    if not path.exists():
-        raise UserError(f"--texts {path} does not exist; give a text file with one transcript per clip")
-    if not path.is_file():
-        raise UserError(f"--texts {path} is a folder; give a text file with one transcript per clip")
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"--texts {path} is not UTF-8 text") from None
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return [_clean_text(ln) for ln in lines]
-
-
-def _from_folder(cfg: ScoreConfig, files: list[Path], root: Path) -> tuple[list[ClipSpec], str]:
-    texts = _read_texts_file(cfg.texts) if cfg.texts else None
-    if texts is not None and len(texts) != len(files):
-        first = ", ".join(f.relative_to(root).as_posix() if root != f else f.name for f in files[:2])
-        raise UserError(f"--texts {cfg.texts} has {len(texts)} line(s) but --audio {cfg.audio} holds {len(files)} "
-                        f"clip(s); give one line per clip, in the order of the sorted file names ({first}, ...)")
-    specs, sources = [], set()
-    for i, f in enumerate(files):
-        rel = f.name if root == f else f.relative_to(root).as_posix()
-        side_text, language, meta, where = _transcript_beside(f)
-        if cfg.text:
-            text, where = _clean_text(cfg.text), "--text"
-        elif texts is not None:
-            text, where = texts[i], "--texts"
-        else:
-            text = side_text
-        sources.add(where or "none")
-        specs.append(ClipSpec(id=rel, source=str(f), path=str(f), text=text, language=language, meta=meta))
-    if cfg.text:
-        return specs, "--text (one transcript for every clip)"
-    if cfg.texts:
-        return specs, f"--texts {cfg.texts}"
-    named = sorted(s for s in sources if s != "none")
-    desc = ", ".join({"sidecar": "JSON sidecars", "txt": "NAME.txt", "lab": "NAME.lab"}.get(s, s) for s in named)
-    missing = sum(1 for s in specs if s.text is None)
-    return specs, (desc or "none") + (f" ({missing} clip(s) without a transcript)" if missing and desc else "")
-
-
-def _from_manifest(cfg: ScoreConfig, path: Path) -> list[ClipSpec]:
-    from qwen_tts_ext.prep.manifest import Columns, read_manifest
-
-    if cfg.text or cfg.texts:
-        flag = "--text" if cfg.text else "--texts"
-        raise UserError(f"{flag} with a manifest: the manifest's text column gives each clip's transcript; "
-                        f"drop {flag} (or pass --audio a folder of audio files)")
-    try:
-        rows = read_manifest(path, Columns())
-    except UserError as exc:  # prep's messages name prep's column flags; score reads fixed column names
-        raise UserError(*(p.split("; name the right one with")[0].split("; fix --")[0] +
-                          ("; a manifest for score has columns audio,text[,ref_audio,speaker,language]"
-                           if "has no column" in p else "") for p in exc.problems)) from None
-    base = path.parent.resolve() if path.is_file() else path.resolve()
-    specs, seen = [], set()
-    for r in rows:
-        problem = None
-        if r.error is not None:
-            problem = f"{r.error.code}: {r.error.message}"
-        elif r.audio is None:
-            problem = "missing_file: the row has no audio value"
-        where = r.audio_path or f"row {r.row}"
-        if isinstance(r.audio, str):
-            try:
-                ident = Path(r.audio).relative_to(base).as_posix()
-            except ValueError:
-                ident = r.audio
-        else:
-            ident = f"row{r.row}"
-        if ident in seen:
-            ident = f"{ident}#{r.row}"
-        seen.add(ident)
-        specs.append(ClipSpec(
-            id=ident, source=r.audio, path=where, text=_clean_text(r.text), language=r.language,
-            ref=r.ref_audio, ref_path=r.ref_path, speaker=None if r.speaker is None else str(r.speaker),
-            problem=problem,
-        ))
-    return specs
-
-
-def discover(cfg: ScoreConfig) -> tuple[list[ClipSpec], str, str]:
-    """``--audio`` -> (clips, kind, where the transcripts come from); a UserError for bad input."""
-    path = Path(str(cfg.audio)).expanduser()
-    if not path.exists():
-        raise UserError(f"--audio {path} does not exist; give a folder of audio files, one audio file, or a "
-                        "manifest (.jsonl/.csv)")
-    if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in MANIFEST_SUFFIXES:
-            return _from_manifest(cfg, path), "manifest", f"manifest {path.name} (text column)"
-        if suffix in AUDIO_SUFFIXES:
-            specs, where = _from_folder(cfg, [path], path)
-            return specs, "file", where
-        raise UserError(f"--audio {path}: unknown file type {suffix or '(none)'!r}; give a folder of audio files, an "
-                        f"audio file ({', '.join(AUDIO_SUFFIXES)}) or a manifest (.jsonl/.csv)")
-    if any((path / name).is_file() for name in ("metadata.csv", "metadata.jsonl")):
-        return _from_manifest(cfg, path), "manifest", f"audiofolder metadata in {path.name} (text column)"
-    files = _audio_files(path)
-    if not files:
-        raise UserError(f"--audio {path} holds no audio files ({', '.join(AUDIO_SUFFIXES)}); give the folder that "
-                        "holds the clips, or a manifest")
-    specs, where = _from_folder(cfg, files, path)
-    return specs, "folder", where
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def load_clip_audio(source: Any) -> tuple[Any, int]:
-    """(mono float32 audio at its own rate, sample rate); raises prep's ``Rejected`` with a reject code."""
-    import numpy as np
-
-    from qwen_tts_ext.prep.audio import AudioError, read_audio, to_mono
-
-    data, sr = read_audio(source)
-    if data.size == 0:
-        raise AudioError("empty_audio", "the file holds no samples")
-    if not np.all(np.isfinite(data)):
-        raise AudioError("nan_or_inf", f"{int(np.count_nonzero(~np.isfinite(data)))} NaN/Inf samples")
-    return to_mono(data), sr
 
 
 def _judge_names(cfg: ScoreConfig) -> list[str] | None:
@@ -330,9 +102,9 @@ def preflight(cfg: ScoreConfig) -> Ready:
     found = attempt(lambda: discover(cfg))
     language = None
     try:
-        language = _language(cfg.language)
+        language = language_name(cfg.language)
     except Rejected:
-        problems.append(f"--language {cfg.language!r} is not one of auto, {', '.join(sorted(_languages()))}")
+        problems.append(f"--language {cfg.language!r} is not one of auto, {', '.join(sorted(supported_languages()))}")
     ref = None
     if cfg.ref_audio:
         path = Path(cfg.ref_audio).expanduser()
@@ -478,7 +250,7 @@ def score_specs(specs: Sequence[ClipSpec], judges: Sequence[Any], *, ref: Any = 
                 lang, lang_problem = language, None
                 if lang is None and spec.language not in (None, ""):
                     try:
-                        lang = _language(spec.language)
+                        lang = language_name(spec.language)
                     except Rejected as exc:
                         lang_problem = f"{exc.message} (language left unknown)"
                 row: dict[str, Any] = {"id": spec.id, "path": spec.path, "seconds": None, "language": lang,
@@ -525,120 +297,6 @@ def score_specs(specs: Sequence[ClipSpec], judges: Sequence[Any], *, ref: Any = 
             pool.shutdown(wait=True, cancel_futures=True)
     timing.score_seconds += time.perf_counter() - t_all
     return rows
-
-
-# --------------------------------------------------------------------------- the report
-
-
-def summarize(rows: Sequence[dict], metrics: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """metric -> {mean, std, min, max, n} over the clips that have it (std: sample std, 0 for one clip)."""
-    out = {}
-    for name in metrics:
-        vals = [float(r[name]) for r in rows if isinstance(r.get(name), (int, float)) and math.isfinite(r[name])]
-        n = len(vals)
-        if not n:
-            out[name] = {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-            continue
-        mean = sum(vals) / n
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
-        out[name] = {"mean": mean, "std": std, "min": min(vals), "max": max(vals), "n": n}
-    return out
-
-
-def _num(v: Any) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, bool):
-        return str(int(v))
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return "n/a"
-        return f"{v:.1f}" if abs(v) >= 100 else f"{v:.3f}"
-    return str(v)
-
-
-def summary_table(summary: dict[str, dict], info: dict[str, Any]) -> str:
-    """Markdown: metric, better (arrow), mean, std, min, max, n."""
-    lines = ["| metric | better | mean | std | min | max | n |", "|---|:---:|---:|---:|---:|---:|---:|"]
-    for name, s in summary.items():
-        if not s["n"]:
-            continue  # not measured for any clip (listed under the table in scores.md)
-        direction = getattr(info.get(name), "direction", "")
-        arrow = f"{ARROWS.get(direction, '?')} {direction}".strip()
-        lines.append(f"| {name} | {arrow} | " + " | ".join(_num(s[k]) for k in ("mean", "std", "min", "max", "n"))
-                     + " |")
-    return "\n".join(lines)
-
-
-def _md_cell(v: Any) -> str:
-    return _num(v).replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(report: dict[str, Any], info: dict[str, Any]) -> str:
-    s, t = report["settings"], report["timing"]
-    metrics = list(report["summary"])
-    rows = report["rows"]
-    bad = [r for r in rows if r["status"] != "ok"]
-    out = ["# Scores", "",
-           f"- audio: `{s['audio']}` ({s['clips']} clip(s), {s['kind']}); transcripts: {s['text_source']}  ",
-           f"- reference: {s['reference']}  ",
-           f"- judges: {', '.join(j['name'] for j in report['judges']['ran']) or 'none'}  "]
-    for skip in report["judges"]["skipped"]:
-        out.append(f"- skipped: {skip['note']}  ")
-    if t.get("clips_per_second"):
-        out.append(f"- time: load {t['load_seconds']:.1f} s, scoring {t['score_seconds']:.1f} s "
-                   f"({t['clips_per_second']:.2f} clips/s, {t['audio_seconds_per_second']:.2f} s of audio per second)")
-    if bad:
-        out.append(f"- {len(bad)} clip(s) could not be scored (status column)")
-    out += ["", "## Summary", "", summary_table(report["summary"], info), "",
-            "↑ higher is better, ↓ lower is better, ◎ a target value is best (see each metric's typical range)."]
-    unmeasured = [m for m, v in report["summary"].items() if not v["n"]]
-    if unmeasured:
-        out.append(f"Not measured for any clip: {', '.join(unmeasured)} (no transcript, reference or generation "
-                   "record where a metric needs one).")
-    out.append("")
-    described = [m for m in metrics if m in info]
-    if described:
-        out += ["| metric | what it measures | typical |", "|---|---|---|"]
-        for m in described:
-            out.append(f"| {m} | {_md_cell(info[m].description)} | {_md_cell(info[m].typical or '')} |")
-        out.append("")
-    shown = rows[:MD_CLIP_ROWS]
-    out += ["## Clips" + (f" (first {MD_CLIP_ROWS} of {len(rows)}; every clip is in scores.csv)"
-                          if len(rows) > MD_CLIP_ROWS else ""), ""]
-    cols = ["id", "seconds", *(m for m in metrics if report["summary"][m]["n"]), "status"]
-    out.append("| " + " | ".join(cols) + " |")
-    out.append("|---|" + "|".join("---:" for _ in cols[1:-1]) + "|---|")
-    for r in shown:
-        cells = [_md_cell(r.get(c)) for c in cols[:-1]]
-        status = r["status"] if r["status"] == "ok" and not r.get("message") else (
-            f"{r['status']}: {r.get('message') or ''}".rstrip(": "))
-        out.append("| " + " | ".join(cells) + f" | {_md_cell(status)} |")
-    return "\n".join(out) + "\n"
-
-
-def _csv_value(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return v
-
-
-def write_reports(report: dict[str, Any], folder: Path, info: dict[str, Any]) -> None:
-    metrics = list(report["summary"])
-    columns = [*BASE_COLUMNS, *metrics]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for r in report["rows"]:
-        writer.writerow([_csv_value(r.get(c)) for c in columns])
-    (folder / "scores.csv").write_text(buf.getvalue(), encoding="utf-8")
-    (folder / "scores.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
-                                        encoding="utf-8")
-    (folder / "scores.md").write_text(render_markdown(report, info), encoding="utf-8")
 
 
 def _skipped(notes: list[str], loaded: list[str]) -> list[dict[str, str]]:
