@@ -4,6 +4,7 @@
     python scripts/bench_train.py                          # defaults: ~5 minutes on 2 cores
     python scripts/bench_train.py --steps 30 --clips 12    # longer, steadier numbers
     python scripts/bench_train.py --no-multiproc --no-write
+    python scripts/bench_train.py --shape 0.6b                # released 0.6B widths, bf16: ~15 minutes
 
 One run builds a small Qwen3-TTS checkpoint with the factory (talker hidden 256, 4 layers), speaks an
 espeak-ng corpus (speakers x clips, 1 to 4 sentences per clip, so lengths vary as in real data),
@@ -36,6 +37,19 @@ processes), so the run is the real loop, unpatched. The official port records th
 its own loop (and a global optimizer-step hook). Each configuration runs ``--repeats`` times,
 alternating; the table shows each configuration's fastest run and the headline ratio uses the median
 runs (the machine may be shared). Results go to stdout and, between markers, to ``docs/benchmarks.md``.
+
+``--shape 0.6b|1.7b`` runs (a) and (b) on a released model's shape instead (``build_released_tts``: real
+widths, the 151,936-row text embedding, the released speaker encoder, random weights; ``--layers N`` keeps N
+of the 28 talker layers and the ratio is then per layer count) in bf16 as the official script trains: ours
+with ``train.pure_bf16=true train.precision=no``, the port with bf16 weights under accelerate's
+``mixed_precision="bf16"``. At this width one step of 2 short clips takes tens of seconds on a CPU core, so
+the defaults are small (batch 2, the official script's default; clips of 1-2 sentences; 3 steps; 2 runs
+each; about 15 minutes on 2 cores). The report adds where the gain comes from: the port times its speaker
+encoder, forward+backward and optimizer each step; a split process times alone the text embedding's cost
+when it trains (dense backward, clipping, AdamW step: fused and for-loop), AdamW over the other parameters
+(fused vs for-loop), the fused heads and the code predictor's share (for the bucketing estimate), and an
+estimate with the official script's gradient accumulation of 4. ``--unfrozen-run`` adds a run of ours
+with ``train.freeze_text_embedding=false``.
 """
 
 from __future__ import annotations
@@ -60,6 +74,9 @@ REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- bench_train:start -->", "<!-- bench_train:end -->"
 REF_SECONDS = 3.0
+# --shape: talker layers, optimizer steps and repeats by default (chosen so the whole run fits in ~15 min on 2 cores)
+SHAPE_DEFAULTS = {"0.6b": {"layers": 28, "steps": 3, "repeats": 2, "batch_size": 2, "sentences": 2},
+                  "1.7b": {"layers": 8, "steps": 3, "repeats": 2, "batch_size": 2, "sentences": 2}}
 SPEAKERS = ("alice", "bob", "carol", "dave")
 
 
@@ -75,8 +92,9 @@ def tiny_spec(hidden: int = 256, intermediate: int = 512, layers: int = 4, cp_la
                     code_predictor_layers=cp_layers)
 
 
-def make_varied_corpus(out_dir: Path, speakers: int, clips: int) -> Path:
-    """espeak-ng clips of 1..4 sentences (about 2 to 12 s) per speaker; manifest.jsonl like make_corpus."""
+def make_varied_corpus(out_dir: Path, speakers: int, clips: int, max_sentences: int = 4) -> Path:
+    """espeak-ng clips of 1..max_sentences sentences (about 2.5 to 13 s for 4) per speaker; manifest.jsonl
+    like make_corpus."""
     from qwen_tts_ext.testing.speech import SENTENCES, espeak_available, espeak_to_wav
 
     if not espeak_available():
@@ -88,7 +106,7 @@ def make_varied_corpus(out_dir: Path, speakers: int, clips: int) -> Path:
         name = SPEAKERS[s] if s < len(SPEAKERS) else f"speaker{s}"
         voice = "en-us" + ("+f2", "+m3", "+f4", "+m7")[s % 4]
         for k in range(clips):
-            n = 1 + (k * 5 + s) % 4  # 1..4 sentences, mixed order
+            n = 1 + (k * 5 + s) % max_sentences  # 1..max_sentences sentences, mixed order
             text = " ".join(sentences[(k + j + s) % len(sentences)] for j in range(n))
             rel = f"wavs/{name}_{k:03d}.wav"
             if not (out_dir / rel).is_file():
@@ -125,27 +143,56 @@ def official_jsonl(prep_dir: Path, out_dir: Path) -> Path:
     return out
 
 
+def model_tag(args) -> str:
+    """The benchmark model's name: ``0.6b-l28`` (released shape) or ``h256-i512-l4-cp2`` (factory model)."""
+    if args.shape:
+        return f"{args.shape}-l{args.layers}"
+    return f"h{args.hidden}-i{args.intermediate}-l{args.layers}-cp{args.cp_layers}"
+
+
 def setup(work: Path, args, log) -> dict:
     """Model, corpus, prepared data and the official-format jsonl (reused when already in ``work``)."""
+    import torch
+
     from qwen_tts_ext.prep import PrepareConfig, prepare
-    from qwen_tts_ext.testing.tiny_checkpoint import build_tiny_tts
+    from qwen_tts_ext.testing.tiny_checkpoint import build_released_tts, build_tiny_tts
 
     speakers, clips = args.speakers, args.clips
     work.mkdir(parents=True, exist_ok=True)
-    tag = f"h{args.hidden}-i{args.intermediate}-l{args.layers}-cp{args.cp_layers}"
+    tag = model_tag(args)
     model = work / f"model-{tag}"
     if not (model / "config.json").is_file():
         log(f"building the benchmark model in {model}")
-        build_tiny_tts(model, tiny_spec(args.hidden, args.intermediate, args.layers, args.cp_layers), seed=0,
-                       overwrite=True)
-    corpus = work / f"corpus-{speakers}x{clips}"
-    log(f"speaking {speakers} x {clips} clips with espeak-ng")
-    manifest = make_varied_corpus(corpus, speakers, clips)
-    prep = work / f"prepared-{tag}-{speakers}x{clips}"
+        if args.shape:  # released widths, random weights, stored in the dtype the runs load
+            build_released_tts(model, args.shape, layers=args.layers, seed=0, overwrite=True,
+                               dtype=torch.bfloat16 if args.dtype == "bfloat16" else torch.float32)
+        else:
+            build_tiny_tts(model, tiny_spec(args.hidden, args.intermediate, args.layers, args.cp_layers), seed=0,
+                           overwrite=True)
+    size = f"{speakers}x{clips}" + (f"-s{args.sentences}" if args.sentences != 4 else "")
+    corpus = work / f"corpus-{size}"
+    log(f"speaking {speakers} x {clips} clips of 1 to {args.sentences} sentences with espeak-ng")
+    manifest = make_varied_corpus(corpus, speakers, clips, args.sentences)
+    prep = work / f"prepared-{tag}-{size}"
     log("preparing (12 Hz codes + speaker vectors)")
     prepare(PrepareConfig(manifest=str(manifest), model=str(model), output=str(prep), progress=False, overwrite=True))
-    jsonl = official_jsonl(prep, work / f"official-{tag}-{speakers}x{clips}")
-    return {"model": str(model), "prep": str(prep), "official_jsonl": str(jsonl)}
+    jsonl = official_jsonl(prep, work / f"official-{tag}-{size}")
+    return {"model": str(model), "prep": str(prep), "official_jsonl": str(jsonl), "params": count_parameters(model)}
+
+
+def count_parameters(model_dir: Path) -> int:
+    """Parameters in the checkpoint's safetensors files (read from their headers)."""
+    from safetensors import safe_open
+
+    total = 0
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for k in st.keys():
+                n = 1
+                for dim in st.get_slice(k).get_shape():
+                    n *= dim
+                total += n
+    return total
 
 
 # =========================================================================== measurement (workers)
@@ -159,6 +206,7 @@ class Recorder:
 
         self.micro: list[tuple[float, int, int, int]] = []
         self.steps: list[float] = []
+        self.parts: list[tuple[float, float, float]] = []  # per step: speaker encoder, rest of fwd+bwd, optimizer
         register_optimizer_step_post_hook(lambda *a, **k: self.steps.append(time.perf_counter()))
 
     def batch(self, frames: int, real: int, slots: int) -> None:
@@ -177,6 +225,10 @@ class Recorder:
             "steps_steady": n - 1,
             # input pipeline: from the end of step k-1 to the start of micro-batch k's compute
             "data_wait": sum(self.micro[k][0] - self.steps[k - 1] for k in range(1, min(n, len(self.micro)))),
+            # steps 2..N, like the throughput: the speaker encoder's forward, the rest of fwd+bwd, the optimizer
+            "speaker_encoder": sum(p[0] for p in self.parts[1:n]),
+            "fwd_bwd": sum(p[1] for p in self.parts[1:n]),
+            "optimizer": sum(p[2] for p in self.parts[1:n]),
             "real_positions": sum(m[2] for m in self.micro), "slots": sum(m[3] for m in self.micro),
             "wall": wall,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
@@ -221,10 +273,15 @@ def worker_ours(args) -> dict:
         f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}", "train.grad_accum=1",
         "train.lr=2e-5", "train.precision='no'", "train.seed=0", "data.eval_fraction=0", "data.num_workers=0",
         "log.tracker=none", f"log.every_steps={args.steps}", "log.log_samples=false",
-        "checkpoint.every_steps=0", "export.dtype=float32",
+        "checkpoint.every_steps=0",
     ]
+    if args.dtype == "bfloat16":  # bf16 weights and AdamW state, as the official script trains
+        overrides += ["train.pure_bf16=true", "export.dtype=bfloat16"]
+    else:
+        overrides.append("export.dtype=float32")
     if args.subtalker_fraction:
         overrides.append(f"train.subtalker_frame_fraction={args.subtalker_fraction}")
+    overrides += args.set or []  # a toggled recipe key (e.g. train.freeze_text_embedding=false)
     cfg = load_config(SFTConfig, None, overrides)
     t0 = time.perf_counter()
     summary = train(cfg)
@@ -246,10 +303,13 @@ def worker_official(args) -> dict:
     from qwen_tts.core.models.modeling_qwen3_tts import mel_spectrogram
 
     rec = Recorder()
-    accelerator = Accelerator(gradient_accumulation_steps=1, mixed_precision="no", cpu=True)
+    bf16 = args.dtype == "bfloat16"
+    # bf16: as the official script (weights loaded in bf16, accelerate's mixed_precision="bf16", i.e. autocast)
+    accelerator = Accelerator(gradient_accumulation_steps=1, mixed_precision="bf16" if bf16 else "no", cpu=True)
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    tts = Qwen3TTSModel.from_pretrained(args.model, dtype=torch.float32, attn_implementation="sdpa")
+    tts = Qwen3TTSModel.from_pretrained(args.model, dtype=torch.bfloat16 if bf16 else torch.float32,
+                                        attn_implementation="sdpa")
     config = tts.model.config
     tc = config.talker_config
     rows = [json.loads(line) for line in Path(args.official_jsonl).read_text().splitlines() if line]
@@ -322,9 +382,11 @@ def worker_official(args) -> dict:
     while step < args.steps:
         for batch in loader:
             rec.batch(int(batch["codec_mask"].sum()), int(batch["attention_mask"].sum()), int(batch["attention_mask"].numel()))
+            t_start = time.perf_counter()
             with accelerator.accumulate(model):
                 codec_ids, codec_mask = batch["codec_ids"], batch["codec_mask"]
                 spk = model.speaker_encoder(batch["ref_mels"].to(model.device).to(model.dtype)).detach()
+                t_spk = time.perf_counter()
                 text_emb = model.talker.text_projection(model.talker.model.text_embedding(batch["input_ids"][:, :, 0]))
                 text_emb = text_emb * batch["text_embedding_mask"]
                 codec_emb = model.talker.model.codec_embedding(batch["input_ids"][:, :, 1]) * batch["codec_embedding_mask"]
@@ -339,10 +401,12 @@ def worker_official(args) -> dict:
                 _, sub_loss = model.talker.forward_sub_talker_finetune(codec_ids[codec_mask], hidden[codec_mask[:, 1:]])
                 loss = out.loss + 0.3 * sub_loss
                 accelerator.backward(loss)
+                t_bwd = time.perf_counter()
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 optimizer.zero_grad()
+            rec.parts.append((t_spk - t_start, t_bwd - t_spk, time.perf_counter() - t_bwd))
             step += 1
             if step >= args.steps:
                 break
@@ -352,7 +416,13 @@ def worker_official(args) -> dict:
 def worker_split(args) -> dict:
     """What each part costs on a middle-length batch (best of 3): the code predictor's share of one fwd+bwd of
     our loss, the same loss with the heads' plain (unfused) cross-entropy, and one AdamW step over our trained
-    parameters with the fused kernel vs torch's for-loop reference (what the official script gets)."""
+    parameters with the fused kernel vs torch's for-loop reference (what the official script gets).
+
+    ``--released-split`` (released widths, where one fwd+bwd takes tens of seconds on a CPU core): one
+    middle-length clip, one warm-up fwd+bwd then each part once, and what the text embedding costs when it
+    trains, timed alone: its backward (a dense 151,936 x 2048 gradient) and one AdamW step over it, fused and
+    for-loop, beside one AdamW step over the rest of our trained parameters (the second step of each counts:
+    the first allocates the optimizer state)."""
     import torch
     import torch.nn.functional as F
     from qwen_tts import Qwen3TTSModel
@@ -363,15 +433,17 @@ def worker_split(args) -> dict:
     from qwen_tts_ext.train.losses import heads_logits, sft_loss, subtalker_states, talker_forward, talker_hidden
     from qwen_tts_ext.train.setup import build_adamw
 
-    tts = Qwen3TTSModel.from_pretrained(args.model, dtype=torch.float32, attn_implementation="sdpa")
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32  # bf16: our pure_bf16 mode
+    tts = Qwen3TTSModel.from_pretrained(args.model, dtype=dtype, attn_implementation="sdpa")
     model = tts.model
     model.train()
     ds = load_prepared(args.prep)
     names = sorted({s.lower() for s in ds["speaker"]})
     data = SFTDataset(ds, TextTokenizer(tts.processor.tokenizer), SpecialIds.from_config(model.config), names)
     order = sorted(range(len(data)), key=lambda i: data.lengths[i])
-    start = max(0, len(order) // 2 - args.batch_size // 2)
-    batch = collate_examples([data[i] for i in order[start:start + args.batch_size]])
+    size = 1 if args.released_split else args.batch_size
+    start = max(0, len(order) // 2 - size // 2)
+    batch = collate_examples([data[i] for i in order[start:start + size]])
     vectors = torch.zeros(len(names), model.config.talker_config.hidden_size)
 
     def full():
@@ -395,13 +467,23 @@ def worker_split(args) -> dict:
 
     model.talker.model.text_embedding.weight.requires_grad_(False)  # our default
     times: dict[str, list[float]] = {"full": [], "talker": [], "unfused": []}
-    for _ in range(4):  # the first round warms up
-        for name, fn in (("full", full), ("talker", talker_only), ("unfused", full_unfused)):
+    parts = (("full", full), ("talker", talker_only), ("unfused", full_unfused))
+    # the first round warms up (released width: one fwd+bwd of the full loss, then each part once)
+    rounds = [(("warm-up", full),), parts] if args.released_split else [parts] * 4
+    for k, round_ in enumerate(rounds):
+        for name, fn in round_:
             model.zero_grad(set_to_none=True)
             t = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t)
-    a, b = min(times["full"][1:]), min(times["talker"][1:])
+            if k:
+                times[name].append(time.perf_counter() - t)
+    model.zero_grad(set_to_none=True)
+    a, b = min(times["full"]), min(times["talker"])
+    frames = int(batch.subtalker_sources.sum())
+    if args.released_split:
+        return {"name": "split", "full": a, "talker": b, "code_predictor_share": max(0.0, (a - b) / a),
+                "unfused_heads": min(times["unfused"]), "frames": frames, **released_fixed_costs(model, batch),
+                "rank": 0, "world_size": 1, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     params = [p for p in model.talker.parameters() if p.requires_grad]
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
@@ -415,8 +497,50 @@ def worker_split(args) -> dict:
             ts.append(time.perf_counter() - t)
         adam[impl] = min(ts[1:])
     return {"name": "split", "full": a, "talker": b, "code_predictor_share": max(0.0, (a - b) / a),
-            "unfused_heads": min(times["unfused"][1:]), "adamw_fused": adam["fused"], "adamw_loop": adam["for-loop"],
-            "rank": 0, "world_size": 1, "peak_rss_mb": 0.0}
+            "unfused_heads": min(times["unfused"]), "adamw_fused": adam["fused"], "adamw_loop": adam["for-loop"],
+            "frames": frames, "rank": 0, "world_size": 1, "peak_rss_mb": 0.0}
+
+
+def released_fixed_costs(model, batch) -> dict:
+    """Per-step costs that do not grow with the batch, timed alone at released width: the trained text
+    embedding's backward and its AdamW step, and an AdamW step over the rest of our trained parameters, each
+    with the fused kernel (ours) and torch's for-loop reference (what the official script gets on a CPU)."""
+    import torch
+
+    from qwen_tts_ext.train.config import TrainConfig
+    from qwen_tts_ext.train.setup import build_adamw
+
+    emb = model.talker.model.text_embedding
+    emb.weight.requires_grad_(True)
+    ts = []
+    for _ in range(3):
+        emb.weight.grad = None
+        t = time.perf_counter()
+        emb(batch.text_ids).float().sum().backward()  # the dense [151936, 2048] gradient every step
+        ts.append(time.perf_counter() - t)
+    out = {"emb_backward": min(ts[1:])}
+    rest = [p for p in model.talker.parameters() if p is not emb.weight and p.requires_grad]
+    for p in rest + [emb.weight]:
+        p.grad = torch.randn_like(p) * 1e-3
+    ts = []
+    for _ in range(2):  # its share of the gradient clipping (the norm over all trained gradients)
+        t = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_([emb.weight], 1e9)
+        ts.append(time.perf_counter() - t)
+    out["emb_clip"] = min(ts)
+    for key, params in (("emb", [emb.weight]), ("rest", rest)):
+        for impl in ("fused", "for-loop"):
+            opt = build_adamw(params, TrainConfig(lr=1e-6, adamw_impl=impl), say=lambda *_: None)
+            ts = []
+            for _ in range(2):  # the first step allocates the state
+                t = time.perf_counter()
+                opt.step()
+                ts.append(time.perf_counter() - t)
+            out[f"adamw_{key}_{impl.replace('-', '_')}"] = ts[-1]
+            del opt
+    out["emb_params"] = emb.weight.numel()
+    out["rest_params"] = sum(p.numel() for p in rest)
+    return out
 
 
 def run_worker(args) -> int:
@@ -451,7 +575,7 @@ def launch(kind: str, paths: dict, args, work: Path, tag: str, processes: int = 
     script = str(Path(__file__).resolve())
     worker = [script, "--worker", kind, "--model", paths["model"], "--prep", paths["prep"],
               "--official-jsonl", paths["official_jsonl"], "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-              "--run-dir", str(run_dir), "--result", str(result)] + (extra or [])
+              "--run-dir", str(run_dir), "--result", str(result), "--dtype", args.dtype] + (extra or [])
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled")
     cores = os.cpu_count() or 1
     if processes == 1:
@@ -466,6 +590,8 @@ def launch(kind: str, paths: dict, args, work: Path, tag: str, processes: int = 
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(_free_port())] + worker + ["--threads", str(per)]
     proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True)
+    for heavy in ("checkpoints", "export"):  # the end-of-run checkpoint and export (GBs at released shapes)
+        shutil.rmtree(run_dir / heavy, ignore_errors=True)
     shown = " ".join(cmd).replace(f"{sys.executable} -m accelerate.commands.launch", "accelerate launch")
     shown = shown.replace(sys.executable, "python").replace(str(REPO) + "/", "")
     if proc.returncode != 0:
@@ -542,7 +668,7 @@ def render(results: dict, failures: dict, commands: dict, mach: dict, args, load
              f"{args.intermediate}; code predictor hidden {args.hidden // 2}, {args.cp_layers} layers), "
              f"{corpus['rows']} espeak-ng clips ({args.speakers} speakers x {args.clips}, "
              f"{corpus['min_frames']}-{corpus['max_frames']} frames, {corpus['frames']} frames in all), "
-             f"CPU float32, {args.threads or 'default'} torch thread(s) per process, batch size {args.batch_size}, "
+             f"CPU {args.dtype}, {args.threads or 'default'} torch thread(s) per process, batch size {args.batch_size}, "
              f"{args.steps} optimizer steps, no gradient accumulation. "
              "Throughput counts steps 2..N (first-to-last optimizer step); padding efficiency = real positions / "
              "padded slots over all batches; input pipeline = time waiting for the next batch (loading, tokenizing, "
@@ -648,8 +774,207 @@ def render(results: dict, failures: dict, commands: dict, mach: dict, args, load
     return "\n".join(lines) + "\n"
 
 
+def per_step(r: dict) -> dict:
+    """Seconds per optimizer step (steps 2..N) of one run: input, speaker encoder, fwd+bwd, optimizer, the rest."""
+    n = max(1, r["steps_steady"])
+    out = {"step": r["time_steady"] / n, "input": r["data_wait"] / n, "speaker": r.get("speaker_encoder", 0.0) / n,
+           "fwd_bwd": r.get("fwd_bwd", float("nan")) / n, "optimizer": r.get("optimizer", float("nan")) / n,
+           "frames": r["frames_steady"] / n}
+    out["other"] = out["step"] - out["input"] - out["speaker"] - out["fwd_bwd"] - out["optimizer"]
+    return out
+
+
+def breakdown(ours: dict, official: dict, split: dict) -> dict:
+    """Where the official loop's extra time per frame goes: ms per frame, official minus ours, steps 2..N.
+
+    The measured rows add up to the gap: the optimizer (clip + step + zero_grad), forward+backward, the
+    speaker encoder (the port times it every step), the input pipeline and the rest of the step (logging,
+    loss reduction). The optimizer and fwd+bwd rows are then split by what was timed alone at the same width
+    (``released_fixed_costs`` and the split process): the text embedding (its clipping and a for-loop AdamW
+    step in the optimizer row, its dense gradient in the fwd+bwd row), the AdamW kernel over the other
+    parameters (for-loop - fused), the fused heads; bucketing is estimated as the talker's share of our
+    fwd+bwd times the extra padded positions. What the parts leave of a row is reported as unexplained."""
+    a, b = per_step(ours), per_step(official)
+    fa, fb = a["frames"], b["frames"]
+    pa = ours["real_positions"] / max(1, ours["slots"])
+    pb = official["real_positions"] / max(1, official["slots"])
+    ms = lambda seconds_a, seconds_b: 1000 * (seconds_b / fb - seconds_a / fa)  # noqa: E731
+    rows = {"optimizer": ms(a["optimizer"], b["optimizer"]), "fwd_bwd": ms(a["fwd_bwd"], b["fwd_bwd"]),
+            "speaker_encoder": ms(0.0, b["speaker"]), "input": ms(a["input"], b["input"]),
+            "other": ms(a["other"], b["other"])}
+    talker_pf = (1 - split["code_predictor_share"]) * a["fwd_bwd"] / fa
+    parts = {  # per frame of the official run (its per-step costs spread over its frames)
+        "optimizer": {"text_embedding": 1000 * (split.get("emb_clip", 0.0) + split["adamw_emb_for_loop"]) / fb,
+                      "adamw_kernel": 1000 * (split["adamw_rest_for_loop"] - split["adamw_rest_fused"]) / fb},
+        "fwd_bwd": {"bucketing": 1000 * talker_pf * (pa / pb - 1),
+                    "text_embedding": 1000 * split["emb_backward"] / fb,
+                    "fused_heads": 1000 * (split["unfused_heads"] - split["full"]) / max(1, split["frames"])},
+    }
+    for row, sub in parts.items():
+        sub["unexplained"] = rows[row] - sum(sub.values())
+    gap = 1000 * (b["step"] / fb - a["step"] / fa)
+    return {"ours_ms": 1000 * a["step"] / fa, "official_ms": 1000 * b["step"] / fb, "gap_ms": gap, "rows_ms": rows,
+            "parts_ms": parts, "padding": (pa, pb),
+            "text_embedding_ms": parts["optimizer"]["text_embedding"] + parts["fwd_bwd"]["text_embedding"]}
+
+
+def accumulation_estimate(ours: dict, official: dict, accum: int = 4) -> float:
+    """Ours / official frames/s if each optimizer step took ``accum`` micro-batches (the official script's
+    hard-coded 4), from each run's measured parts: per micro-batch everything but the optimizer, per optimizer
+    step the optimizer; the same frames per micro-batch for both (the mean of the two runs)."""
+    a, b = per_step(ours), per_step(official)
+    frames = (a["frames"] + b["frames"]) / 2
+    micro_a = (a["step"] - a["optimizer"]) / a["frames"] * frames
+    micro_b = (b["step"] - b["optimizer"]) / b["frames"] * frames
+    return (accum * micro_b + b["optimizer"]) / (accum * micro_a + a["optimizer"])
+
+
+def step_range(results: dict) -> str:
+    """'38-52 s': the fastest runs' seconds per step, lowest to highest."""
+    steps = sorted(per_step(r)["step"] for r in results.values())
+    return f"{steps[0]:.0f}-{steps[-1]:.0f} s" if steps else "tens of seconds"
+
+
+def render_released(results: dict, failures: dict, commands: dict, mach: dict, args, load: tuple, corpus: dict,
+                    runs: dict | None = None, split: dict | None = None, params: int | None = None) -> str:
+    """The ``--shape`` section: the side-by-side ratio at released width in bf16 and where it comes from."""
+    from qwen_tts_ext import released as R
+
+    start, end = markers(args)
+    d = R.dims(args.shape, args.layers)
+    depth = "all 28 talker layers" if args.layers == 28 else f"{args.layers} of the 28 talker layers (the ratio is per layer count)"
+    lines = [start, f"## Training loop at the released {args.shape.upper()} shape, bf16: ours vs the official recipe "
+             f"(scripts/bench_train.py --shape {args.shape})", "",
+             "<!-- generated by scripts/bench_train.py --shape; rerun it to refresh this section -->", "",
+             f"Date: {time.strftime('%Y-%m-%d')}. Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory']} RAM; "
+             f"torch {mach['torch']}, Python {mach['python']}. Load average before/after: {load[0]:.1f} / {load[1]:.1f}"
+             + (" (**other jobs were running**: absolute numbers are noisy, compare runs side by side)" if load[0] > 1.5
+                else "") + f". Each loop ran {args.repeats} time(s), alternating.", "",
+             f"Workload: random weights at {d.name}'s released widths with {depth}: talker hidden {d.hidden}, FFN "
+             f"{d.intermediate}, 16/8 heads of 128, the {d.text_vocab:,} x {d.text_hidden} text embedding, code predictor "
+             f"{d.cp_hidden} x {d.cp_layers} layers, the ECAPA-TDNN speaker encoder"
+             + (f"; {params:,} parameters" if params else "") + " (`build_released_tts`; its text tokenizer is "
+             "byte-level, so a transcript has about 4x the released tokenizer's text tokens, and its speech tokenizer "
+             "is the tiny factory codec: only data prep uses it). bf16 as the official script trains: ours with "
+             "`train.pure_bf16=true train.precision=no` (bf16 weights and AdamW state, fused AdamW, text embedding "
+             "frozen, speaker vectors from data prep); the official port loads the weights in bf16 and runs under "
+             "accelerate's `mixed_precision=\"bf16\"` (autocast), with torch's default AdamW over every parameter "
+             "(on a CPU that is the for-loop implementation). "
+             f"{corpus['rows']} espeak-ng clips of "
+             + ("1 sentence" if args.sentences == 1 else f"1 to {args.sentences} sentences") + f" ({args.speakers} speakers x "
+             f"{args.clips}, {corpus['min_frames']}-{corpus['max_frames']} frames), batch size {args.batch_size} "
+             "(the official script's default), no gradient accumulation (the official script's is 4: see the estimate "
+             f"below), {args.steps} optimizer steps per run, throughput over steps 2..{args.steps}, "
+             f"{args.threads or 'default'} torch thread(s).", "",
+             "| run | frames/s | s/step | padding efficiency | input (s/step) | speaker encoder (s/step) | "
+             "fwd+bwd (s/step) | optimizer (s/step) | peak RSS (MB) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    labels = (("ours", "ours (qwen_tts_ext.train.loop)"), ("official", "official loop, CPU port"),
+              ("ours_unfrozen", "ours, text embedding trained (`train.freeze_text_embedding=false`)"))
+    for key, label in labels:
+        if key in results:
+            m, t = metrics(results[key]), per_step(results[key])
+            spk = f"{t['speaker']:.2f}" if key == "official" else "-"
+            lines.append(f"| {label} | {m['frames_s']:.2f} | {t['step']:.1f} | {m['padding'] * 100:.1f}% | "
+                         f"{t['input']:.2f} | {spk} | {t['fwd_bwd']:.1f} | {t['optimizer']:.2f} | {m['rss']:.0f} |")
+        elif key in failures:
+            lines.append(f"| {label} | failed | - | - | - | - | - | - | - |")
+    lines += ["", "Each loop's fastest run. Per step: input = waiting for the batch (ours: the loop's data-wait "
+              "records; the port: from the end of one optimizer step to the start of the next batch's compute); "
+              "fwd+bwd excludes the port's speaker encoder; optimizer = clip + step + zero_grad (ours also the "
+              "schedule).", ""]
+    if runs:
+        lines += ["Every run, frames/s (in run order): " + "; ".join(
+            f"{k} " + ", ".join(f"{v:.2f}" for v in vals) for k, vals in runs.items()) + ".", ""]
+    if "ours" in results and "official" in results:
+        a, b = metrics(results["ours"]), metrics(results["official"])
+        if runs and len(runs.get("ours", [])) > 1 and len(runs.get("official", [])) > 1:
+            ratio = median(runs["ours"]) / median(runs["official"])
+            how = f"median of the runs above; fastest runs {a['frames_s'] / b['frames_s']:.2f}x"
+        else:
+            ratio, how = a["frames_s"] / b["frames_s"], "one run each"
+        lines.append(f"**Ours / official at the released {args.shape.upper()} shape in bf16: {ratio:.2f}x frames/s** ({how}; "
+                     f"padding {a['padding'] * 100:.1f}% vs {b['padding'] * 100:.1f}%; peak RSS {a['rss']:.0f} vs "
+                     f"{b['rss']:.0f} MB).")
+        if split is not None and "emb_backward" in split:
+            bd = breakdown(results["ours"], results["official"], split)
+            rows, parts, gap = bd["rows_ms"], bd["parts_ms"], bd["gap_ms"]
+            pa, pb = bd["padding"]
+            ta, tb = per_step(results["ours"]), per_step(results["official"])
+
+            def row(name, v, how):
+                share = f"{100 * v / gap:.0f}%" if gap > 0 else "-"
+                return f"| {name} | {v:.0f} | {share} | {how} |"
+
+            lines += ["", f"Where the gain comes from, in ms per frame, official minus ours (ours {bd['ours_ms']:.0f}, "
+                      f"official {bd['official_ms']:.0f}: a gap of {gap:.0f} ms per frame). The bold rows are "
+                      "measured in the two runs above and add up to the gap; the rows under them split a bold row "
+                      "by what was timed alone at the same width, or estimated:", "",
+                      "| part | ms per frame | share of the gap | how it is known |", "|---|---:|---:|---|",
+                      row("**optimizer** (clip + AdamW step + zero_grad)", rows["optimizer"],
+                          f"measured: official {tb['optimizer']:.2f} s/step (torch's for-loop AdamW over all "
+                          f"{(split['emb_params'] + split['rest_params']) / 1e6:.0f}M trained parameters), ours "
+                          f"{ta['optimizer']:.2f} s/step (fused AdamW over {split['rest_params'] / 1e6:.0f}M)"),
+                      row("- text embedding frozen: its clipping and AdamW update", parts["optimizer"]["text_embedding"],
+                          f"timed alone: {split.get('emb_clip', 0.0):.2f} s + {split['adamw_emb_for_loop']:.2f} s per "
+                          f"step (fused: {split['adamw_emb_fused']:.2f} s)"),
+                      row(f"- fused AdamW over the other {split['rest_params'] / 1e6:.0f}M parameters",
+                          parts["optimizer"]["adamw_kernel"],
+                          f"timed alone: {split['adamw_rest_for_loop']:.2f} s for-loop vs {split['adamw_rest_fused']:.2f} "
+                          "s fused per step"),
+                      row("- unexplained (AdamW and clipping are memory-bound: other jobs' load hits them most)",
+                          parts["optimizer"]["unexplained"], "the row minus the two above"),
+                      row("**forward + backward**", rows["fwd_bwd"],
+                          f"measured: official {1000 * tb['fwd_bwd'] / tb['frames']:.0f} ms/frame (speaker encoder "
+                          f"apart), ours {1000 * ta['fwd_bwd'] / ta['frames']:.0f}"),
+                      row(f"- bucketing (padding {pb * 100:.0f}% -> {pa * 100:.0f}%)", parts["fwd_bwd"]["bucketing"],
+                          f"**estimate**: the talker's {100 * (1 - split['code_predictor_share']):.0f}% of our fwd+bwd "
+                          "(timed alone) times the extra padded positions; the code predictor runs on frames only"),
+                      row("- text embedding frozen: no dense 151,936 x 2048 gradient", parts["fwd_bwd"]["text_embedding"],
+                          f"timed alone: {split['emb_backward']:.2f} s per step"),
+                      row("- fused linear cross-entropy for the 16 heads", parts["fwd_bwd"]["fused_heads"],
+                          f"timed alone on one clip ({split['frames']} frames): {split['unfused_heads']:.1f} s unfused vs "
+                          f"{split['full']:.1f} s"),
+                      row("- unexplained (run-to-run noise, autocast, kept hidden states, other clips per step)",
+                          parts["fwd_bwd"]["unexplained"], "the row minus the three above"),
+                      row("**speaker encoder every step** (ours: x-vectors from data prep)", rows["speaker_encoder"],
+                          f"measured: {tb['speaker']:.2f} s/step"),
+                      row("**input pipeline** (ours: no audio re-read, no mel per sample)", rows["input"],
+                          f"measured: {tb['input']:.2f} vs {ta['input']:.2f} s/step"),
+                      row("**rest of the step** (logging, loss reduction)", rows["other"], "measured"), "",
+                      f"The frozen text embedding in all: {bd['text_embedding_ms']:.0f} ms per frame timed alone "
+                      f"({100 * bd['text_embedding_ms'] / gap:.0f}% of the gap)" if gap > 0 else
+                      f"The frozen text embedding in all: {bd['text_embedding_ms']:.0f} ms per frame timed alone"]
+            if "ours_unfrozen" in results:
+                u = metrics(results["ours_unfrozen"])
+                lines[-1] += (f"; toggled in our own loop (`train.freeze_text_embedding=false`, one run) ours ran at "
+                              f"{u['frames_s']:.2f} frames/s, {a['frames_s'] / u['frames_s']:.2f}x slower than "
+                              "frozen (fastest runs)")
+            lines[-1] += "."
+            est = accumulation_estimate(results["ours"], results["official"])
+            lines += ["", f"**Estimate** with the official script's gradient accumulation of 4 (each loop's measured "
+                      "optimizer time once per 4 micro-batches, everything else per micro-batch): about "
+                      f"{est:.2f}x. The optimizer rows are CPU-sized: on a GPU torch's default AdamW is the foreach "
+                      "kernel, not the for-loop, so that part of the gap shrinks there, while the padding, speaker "
+                      "encoder and input parts scale with the work per frame.", ""]
+    for key, err in failures.items():
+        lines += ["", f"`{key}` failed; last lines of its output:", "", "```", err, "```"]
+    lines += ["What the numbers mean: frames/s = codec frames trained per second over optimizer steps 2..N (model "
+              "loading, the first step and our end-of-run checkpoint/export excluded). Both loops train the same "
+              "model, objective terms and batch size on the same prepared clips; the official loop also trains the "
+              "text embedding and runs the speaker encoder each step, which is what it does at this width. "
+              f"A step at this width takes {step_range(results)} on one CPU core, so each run has only "
+              f"{args.steps - 1} timed step(s); the parts timed alone are steadier than the runs' difference.", "",
+              "Commands:", "", "```", f"python scripts/bench_train.py {' '.join(args.argv)}".rstrip()]
+    lines += [f"# {k}: {v}" for k, v in commands.items()]
+    lines += ["```", end]
+    return "\n".join(lines) + "\n"
+
+
 def markers(args) -> tuple[str, str]:
-    """The default model's section uses the plain markers; other sizes get their own section."""
+    """The default model's section uses the plain markers; other sizes and shapes get their own section."""
+    if args.shape:
+        return START.replace(" -->", f":{model_tag(args)} -->"), END.replace(" -->", f":{model_tag(args)} -->")
     if (args.hidden, args.intermediate, args.layers, args.cp_layers) == (256, 512, 4, 2):
         return START, END
     tag = f"h{args.hidden}-i{args.intermediate}-l{args.layers}-cp{args.cp_layers}"
@@ -695,9 +1020,17 @@ def orchestrate(args) -> int:
         plan.append(("ours_2proc", 2, 0))
     if args.subtalker_fraction:
         plan.append(("ours_subset", 1, 0))
-    split, _, split_err = launch("split", paths, args, work, "split")
+    if args.unfrozen_run:  # our loop training the text embedding, as the official one does
+        plan.append(("ours_unfrozen", 1, 0))
+    split, _, split_err = launch("split", paths, args, work, "split", extra=["--released-split"] if args.shape else None)
     if split is None:
         log(f"compute split failed:\n{split_err}")
+    elif args.shape:
+        log(f"code predictor: {split['code_predictor_share'] * 100:.0f}% of one fwd+bwd ({split['full']:.1f} s, "
+            f"{split['frames']} frames); fused heads {split['unfused_heads'] / split['full']:.2f}x; text embedding "
+            f"backward {split['emb_backward']:.2f} s, AdamW over it {split['adamw_emb_for_loop']:.2f} s for-loop / "
+            f"{split['adamw_emb_fused']:.2f} s fused; over the rest {split['adamw_rest_for_loop']:.2f} s / "
+            f"{split['adamw_rest_fused']:.2f} s")
     else:
         log(f"code predictor: {split['code_predictor_share'] * 100:.0f}% of one fwd+bwd; fused heads "
             f"{split['unfused_heads'] / split['full']:.2f}x; AdamW fused {split['adamw_fused'] * 1000:.0f} ms vs "
@@ -708,7 +1041,8 @@ def orchestrate(args) -> int:
     runs: dict[str, list[float]] = {}
     for key, procs, rep in tqdm(plan, desc="bench runs", unit="run"):
         kind = "ours" if key.startswith("ours") else "official"
-        extra = ["--subtalker-fraction", str(args.subtalker_fraction)] if key == "ours_subset" else None
+        extra = {"ours_subset": ["--subtalker-fraction", str(args.subtalker_fraction)],
+                 "ours_unfrozen": ["--set", "train.freeze_text_embedding=false"]}.get(key)
         res, cmd, err = launch(kind, paths, args, work, f"{key}-{rep}", procs, extra)
         commands[key] = cmd
         if res is None:
@@ -717,13 +1051,17 @@ def orchestrate(args) -> int:
             continue
         m = metrics(res)
         runs.setdefault(key, []).append(m["frames_s"])
-        log(f"{key} run {rep + 1}: {m['frames_s']:.1f} frames/s, {m['steps_s']:.2f} steps/s, "
+        log(f"{key} run {rep + 1}: {m['frames_s']:.2f} frames/s, {1 / m['steps_s']:.1f} s/step, "
             f"padding {m['padding'] * 100:.1f}%, input {m['data_ms']:.0f} ms/step, peak RSS {m['rss']:.0f} MB")
         if key not in best or metrics(best[key])["frames_s"] < m["frames_s"]:
             best[key] = res
         failures.pop(key, None)
     load1 = os.getloadavg()[0]
-    section = render(best, failures, commands, machine(), args, (load0, load1), corpus, runs, split)
+    if args.shape:
+        section = render_released(best, failures, commands, machine(), args, (load0, load1), corpus, runs, split,
+                                  paths.get("params"))
+    else:
+        section = render(best, failures, commands, machine(), args, (load0, load1), corpus, runs, split)
     print()
     start, end = markers(args)
     print(section.replace(start + "\n", "").replace(end + "\n", ""))
@@ -741,23 +1079,42 @@ def build_parser() -> argparse.ArgumentParser:
                                 "efficiency and peak RSS for each loop and the ratio; rewrites its section of "
                                 "docs/benchmarks.md.", epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=16, help="optimizer steps per run (default 16; fewer steps weigh the "
-                   "slower first steps of a process more)")
+    p.add_argument("--shape", choices=SHAPE_DEFAULTS, help="a released model's shape (real widths, random "
+                   "weights, the 151,936-row text embedding) in bf16 as the official script trains, instead of the "
+                   "small factory model; its own defaults (see --layers, --steps, --repeats, --batch-size, "
+                   "--sentences) fit about 15 minutes on 2 cores")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 16; with --shape 3; fewer "
+                   "steps weigh the slower first steps of a process more)")
     p.add_argument("--clips", type=int, default=8, help="clips per speaker (default 8)")
     p.add_argument("--speakers", type=int, default=3, help="speakers (default 3)")
-    p.add_argument("--batch-size", type=int, default=4, help="batch size of both loops (default 4)")
-    p.add_argument("--repeats", type=int, default=3, help="runs per configuration, alternating; the fastest counts "
-                   "(default 3)")
-    p.add_argument("--hidden", type=int, default=256, help="talker hidden size (default 256; code predictor: half)")
-    p.add_argument("--intermediate", type=int, default=512, help="talker FFN size (default 512)")
-    p.add_argument("--layers", type=int, default=4, help="talker layers (default 4)")
-    p.add_argument("--cp-layers", type=int, default=2, help="code-predictor layers (default 2; the released models have 5)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size of both loops (default 4; with --shape 2, "
+                   "the official script's default)")
+    p.add_argument("--sentences", type=int, default=None, help="at most this many sentences per clip (default 4: "
+                   "about 2.5 to 13 s; with --shape 2: about 2.5 to 7.5 s)")
+    p.add_argument("--repeats", type=int, default=None, help="runs per configuration, alternating; the headline "
+                   "uses the medians (default 3; with --shape 2)")
+    p.add_argument("--hidden", type=int, default=None, help="talker hidden size of the factory model (default 256; "
+                   "code predictor: half); not with --shape")
+    p.add_argument("--intermediate", type=int, default=None, help="talker FFN size of the factory model (default "
+                   "512); not with --shape")
+    p.add_argument("--layers", type=int, default=None, help="talker layers (default 4; with --shape: "
+                   + ", ".join(f"{k}: {v['layers']}" for k, v in SHAPE_DEFAULTS.items())
+                   + " of 28; the ratio is per layer count)")
+    p.add_argument("--cp-layers", type=int, default=None, help="code-predictor layers of the factory model (default "
+                   "2; the released models have 5); not with --shape")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="weights and optimizer state of "
+                   "both loops (default float32; with --shape bfloat16: ours train.pure_bf16=true, the official port "
+                   "bf16 weights + accelerate mixed_precision=bf16 as its script)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (default 1: steadier on a shared machine; the 2-process run "
                         "then uses 2 cores in all)")
-    p.add_argument("--no-multiproc", action="store_true", help="skip the 2-process accelerate run")
+    p.add_argument("--no-multiproc", action="store_true", help="skip the 2-process accelerate run (always skipped "
+                   "with --shape)")
     p.add_argument("--subtalker-fraction", type=float, default=None, metavar="F",
                    help="also run ours with train.subtalker_frame_fraction=F (less work; reported apart)")
+    p.add_argument("--unfrozen-run", action="store_true", help="also run ours with train.freeze_text_embedding=false "
+                   "(the text embedding trained, as the official script does; reported apart; the breakdown times "
+                   "that part alone either way)")
     p.add_argument("--workdir", help="keep model, corpus and prepared data here (reused by later runs)")
     p.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     p.add_argument("--output", default=str(DOC), help="markdown file whose bench_train section is rewritten")
@@ -766,7 +1123,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker", choices=["ours", "official", "split"], help=argparse.SUPPRESS)
     for name in ("--model", "--prep", "--official-jsonl", "--run-dir", "--result"):
         p.add_argument(name, help=argparse.SUPPRESS)
+    p.add_argument("--set", action="append", help=argparse.SUPPRESS)  # a recipe override for our loop
+    p.add_argument("--released-split", action="store_true", help=argparse.SUPPRESS)
     return p
+
+
+def resolve(args) -> str | None:
+    """Fill the mode's defaults into ``args`` (in place); return an error message for bad arguments."""
+    if args.shape:
+        given = [f"--{n.replace('_', '-')}" for n in ("hidden", "intermediate", "cp_layers") if getattr(args, n) is not None]
+        if given:
+            return f"{', '.join(given)} set(s) the factory model's size; --shape {args.shape} has the released widths"
+        d = SHAPE_DEFAULTS[args.shape]
+        args.layers = d["layers"] if args.layers is None else args.layers
+        if not 1 <= args.layers <= 28:
+            return f"--layers must be between 1 and 28 with --shape, got {args.layers}"
+        for key in ("steps", "batch_size", "sentences"):
+            setattr(args, key, d[key] if getattr(args, key) is None else getattr(args, key))
+        args.repeats = d["repeats"] if args.repeats is None else args.repeats
+        args.dtype = args.dtype or "bfloat16"
+        args.no_multiproc = True  # two released-width processes: twice the memory and time of the budget
+        args.hidden, args.intermediate, args.cp_layers = None, None, None
+    else:
+        args.hidden = 256 if args.hidden is None else args.hidden
+        args.intermediate = 512 if args.intermediate is None else args.intermediate
+        args.layers = 4 if args.layers is None else args.layers
+        args.cp_layers = 2 if args.cp_layers is None else args.cp_layers
+        args.steps = 16 if args.steps is None else args.steps
+        args.batch_size = 4 if args.batch_size is None else args.batch_size
+        args.sentences = 4 if args.sentences is None else args.sentences
+        args.repeats = 3 if args.repeats is None else args.repeats
+        args.dtype = args.dtype or "float32"
+        if args.hidden % 32 or args.hidden < 64 or args.layers < 1 or args.cp_layers < 1 or args.intermediate < 1:
+            return "--hidden must be a multiple of 32 (>= 64); --layers, --cp-layers, --intermediate >= 1"
+    if args.steps < 2 or min(args.clips, args.speakers, args.batch_size, args.repeats, args.sentences) < 1:
+        return "need --steps >= 2 and --clips, --speakers, --batch-size, --repeats, --sentences >= 1"
+    if args.subtalker_fraction is not None and not 0 < args.subtalker_fraction < 1:
+        return "--subtalker-fraction must be between 0 and 1 (exclusive)"
+    if args.speakers * args.clips < args.batch_size:
+        return f"{args.speakers} x {args.clips} clips cannot fill a batch of {args.batch_size}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -774,17 +1170,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.worker:
         return run_worker(args)
-    if args.steps < 2 or args.clips < 1 or args.speakers < 1 or args.batch_size < 1 or args.repeats < 1:
-        print("error: need --steps >= 2 and --clips, --speakers, --batch-size, --repeats >= 1", file=sys.stderr)
-        return 2
-    if args.hidden % 32 or args.hidden < 64 or args.layers < 1 or args.cp_layers < 1 or args.intermediate < 1:
-        print("error: --hidden must be a multiple of 32 (>= 64); --layers, --cp-layers, --intermediate >= 1", file=sys.stderr)
-        return 2
-    if args.subtalker_fraction is not None and not 0 < args.subtalker_fraction < 1:
-        print("error: --subtalker-fraction must be between 0 and 1 (exclusive)", file=sys.stderr)
-        return 2
-    if args.speakers * args.clips < args.batch_size:
-        print(f"error: {args.speakers} x {args.clips} clips cannot fill a batch of {args.batch_size}", file=sys.stderr)
+    error = resolve(args)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     args.argv = argv
     return orchestrate(args)
