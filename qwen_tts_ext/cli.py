@@ -29,6 +29,8 @@ def _optional_commands() -> None:
         ("evaluate", "qwen_tts_ext.evaluation.cli", "Darwin alpha sweep: stop rate, duration, similarity, drift, RTF"),
         ("studio", "qwen_tts_ext.studio", "the browser studio (Gradio)"),
         ("score", "qwen_tts_ext.evaluation.score_cli", "judge audio offline: similarity, MOS, WER, timing per clip"),
+        ("quantize", "qwen_tts_ext.quantize.cli", "INT4 (AWQ) export of the talker's projections, with its measured cost"),
+        ("search", "qwen_tts_ext.blend.search_cli", "Darwin genome search: per-layer blend ratios by CMA-ES"),
     ):
         if importlib.util.find_spec(module.rsplit(".", 1)[0]) is not None:
             COMMANDS.setdefault(name, (module, desc))

@@ -174,9 +174,9 @@ class Synthesizer:
             raise UserError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         folder = require_tts_checkpoint(model_path, what=what, types=SPEAKING_TYPES)
         local = Path(model_path).expanduser().exists()
-        from qwen_tts import Qwen3TTSModel
+        from qwen_tts_ext.quantize import load_tts  # stock from_pretrained, or an INT4 folder's modules
 
-        tts = Qwen3TTSModel.from_pretrained(str(folder), device_map=device, dtype=_DTYPES[dtype])
+        tts = load_tts(str(folder), device_map=device, dtype=_DTYPES[dtype])
         tts.model.eval()
         return cls(tts, model_path=str(model_path if local else folder), emotions=emotions)
 

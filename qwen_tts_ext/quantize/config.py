@@ -1,0 +1,63 @@
+"""``QuantizeConfig``: every setting of ``qwen-tts-ext quantize`` (YAML keys = these names; flags map onto them).
+
+No torch import here: the config is built and checked before any model loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qwen_tts_ext.errors import UserError
+
+METHODS = ("awq", "rtn")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class QuantizeConfig:
+    """Settings of one INT4 export (YAML keys = these names; CLI flags map onto them)."""
+
+    model: str = ""  # Qwen3-TTS checkpoint folder (an SFT export, a blend, a stock checkpoint)
+    calib: str = ""  # prepared dataset folder (`qwen-tts-ext prepare` output): the calibration talker inputs
+    output: str = ""  # new folder for the quantized checkpoint
+    method: str = "awq"  # awq (activation-aware scales) | rtn (plain round-to-nearest, the baseline)
+    group_size: int = 128  # input channels per scale/zero point; must divide every quantized width
+    calib_rows: int = 128  # dataset rows that calibrate (after the held-out rows)
+    heldout_rows: int = 8  # dataset rows kept out of calibration, to measure CE / KL (at most half the rows)
+    batch_size: int = 4  # rows per talker forward
+    grid: int = 20  # scale ratios tried per projection (0, 1/grid, ..., (grid-1)/grid)
+    max_rows: int = 4096  # input rows sampled per projection for the scale search and the error report
+    embed_8bit: bool = False  # also store the text embedding (151936 rows at release) as int8 rows
+    dtype: str = "auto"  # dtype the model is loaded and calibrated in (auto: the checkpoint's)
+    device: str = "cpu"  # where calibration runs (cpu, cuda, cuda:0)
+    seed: int = 0  # row split and row sampling
+    overwrite: bool = False  # replace this command's previous output at `output`
+
+    def validate(self) -> None:
+        UserError.collect(self.problems(required=False))
+
+    def problems(self, required: bool = True) -> list[str]:
+        out = []
+        self.method = str(self.method).lower()
+        if self.method not in METHODS:
+            out.append(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.dtype not in DTYPES:
+            out.append(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.group_size < 2 or self.group_size % 2:
+            out.append(f"group_size must be an even number >= 2 (128 at release), got {self.group_size}")
+        for key in ("calib_rows", "batch_size", "grid", "max_rows"):
+            if getattr(self, key) < 1:
+                out.append(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.heldout_rows < 0:
+            out.append(f"heldout_rows must be >= 0, got {self.heldout_rows}")
+        if required:
+            if not str(self.model).strip():
+                out.append("pass --model CKPT (the Qwen3-TTS checkpoint folder to quantize)")
+            if not str(self.calib).strip():
+                out.append("pass --calib PREPARED_DIR (a `qwen-tts-ext prepare` output: the calibration data)")
+            if not str(self.output).strip():
+                out.append("pass --output DIR (a new folder for the quantized checkpoint)")
+        return out
+
+    def check(self) -> None:
+        UserError.collect(self.problems())
