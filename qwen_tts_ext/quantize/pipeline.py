@@ -36,7 +36,10 @@ def _log(msg: str) -> None:
 
 def check_widths(config: dict, group: int) -> None:
     """Every quantized projection's input width is a multiple of ``group`` (from config.json alone)."""
-    t = config["talker_config"]
+    t = config.get("talker_config")
+    if not isinstance(t, dict) or not {"hidden_size", "intermediate_size", "num_attention_heads"} <= set(t):
+        raise UserError("the checkpoint's config.json has no talker_config with the talker's widths; "
+                        "it is not a complete Qwen3-TTS checkpoint")
     widths = {"hidden_size": t["hidden_size"], "intermediate_size": t["intermediate_size"],
               "num_attention_heads x head_dim": t["num_attention_heads"] * t.get("head_dim", 128)}
     bad = [f"{k} {v}" for k, v in widths.items() if v % group]
