@@ -245,8 +245,10 @@ def _write_report_dir(report: dict, cfg: BlendConfig) -> tuple[Path, Path]:
 
 
 def blend_checkpoint(cfg: BlendConfig, *, log: Callable[[str], None] = _print, progress: bool | None = True,
-                     result: Callable[[str], None] = _print) -> dict:
+                     result: Callable[[str], None] = _print, extra_provenance: dict | None = None) -> dict:
     """Run the blend described by ``cfg``; return a summary dict (paths, counts, timings).
+
+    ``extra_provenance``: more keys for ``darwin_blend.json`` (the genome search puts its settings there).
 
     ``log`` gets notes and progress messages; ``result`` what the user asked for (the plan of a dry
     run, the MRI summary, what was written).
@@ -320,7 +322,7 @@ def blend_checkpoint(cfg: BlendConfig, *, log: Callable[[str], None] = _print, p
 
         try:
             written = _write_output(cfg, plan, tts, llm, tts_dir, llm_dir, out, hasher, meta, sources_desc,
-                                    max_shard, log, progress)
+                                    max_shard, log, progress, extra_provenance)
         except BaseException:
             hasher.cancel()
             raise
@@ -336,7 +338,8 @@ def blend_checkpoint(cfg: BlendConfig, *, log: Callable[[str], None] = _print, p
             "report": report, "report_paths": report_paths}
 
 
-def _write_output(cfg, plan, tts, llm, tts_dir, llm_dir, out, hasher, meta, sources_desc, max_shard, log, progress):
+def _write_output(cfg, plan, tts, llm, tts_dir, llm_dir, out, hasher, meta, sources_desc, max_shard, log, progress,
+                  extra_provenance=None):
     """Everything that writes: weights, support files, provenance, card, report (atomically)."""
     from tqdm.auto import tqdm
 
@@ -379,6 +382,7 @@ def _write_output(cfg, plan, tts, llm, tts_dir, llm_dir, out, hasher, meta, sour
             "versions": {"torch": torch.__version__, "safetensors": _version("safetensors"),
                          "qwen_tts": _version("qwen-tts")},
             "parent_blend": parent_blend,
+            **(extra_provenance or {}),
         }
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
         (tmp / "README.md").write_text(model_card(plan, cfg, provenance), encoding="utf-8")
