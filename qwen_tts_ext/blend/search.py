@@ -189,7 +189,9 @@ def run(cfg: SearchConfig) -> int:
     if ready.judges:
         from qwen_tts_ext.evaluation.judges import load_judges
 
-        judges, skipped = load_judges(ready.judges)
+        options = {"checkpoint": str(ready.model_dir)} if "speaker_ecapa" in ready.judges and \
+            synth.model_type == "base" else {}
+        judges, skipped = load_judges(ready.judges, **options)
         for note in skipped:
             notes.append(note)
             print(f"warning: {note}", file=sys.stderr)

@@ -112,6 +112,15 @@ class FitnessConfig:
             problems.append("fitness.contrast_sentence is empty")
         if self.top_k < 1:
             problems.append(f"fitness.top_k must be >= 1, got {self.top_k}")
+        from qwen_tts_ext.synthesis.tags import parse_script
+
+        scripts = [("sentences", str(s)) for s in self.sentences if str(s).strip()]
+        scripts += [("emotions", f"[{tag}] {self.contrast_sentence}") for tag in self.emotions]
+        for where, text in scripts:
+            try:
+                parse_script(text)
+            except UserError as exc:
+                problems.append(UserError(*(f"fitness.{where}: {text!r}: {p}" for p in exc.problems)))
         from qwen_tts_ext.blend.search_fitness import check_weights
 
         problems.extend(check_weights(self.weights))
