@@ -272,7 +272,7 @@ def worker_ours(args) -> dict:
         f"model={args.model}", f"data.path={args.prep}", f"output_dir={out_dir}",
         f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}", "train.grad_accum=1",
         "train.lr=2e-5", "train.precision='no'", "train.seed=0", "data.eval_fraction=0", "data.num_workers=0",
-        "log.tracker=none", f"log.every_steps={args.steps}", "log.log_samples=false",
+        "log.tracker=none", f"log.every_steps={args.steps}", "log.log_samples=false", "eval.judges=[]",
         "checkpoint.every_steps=0",
     ]
     if args.dtype == "bfloat16":  # bf16 weights and AdamW state, as the official script trains

@@ -124,8 +124,10 @@ def run(out: Path, steps: int) -> int:
         summary = json.loads((run_dir / "summary.json").read_text())
         records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
         first = next(r for r in records if "train/loss" in r)  # timing records carry no loss
+        judged = [r for r in records if "judge/spk_sim" in r]  # the judged eval: step 0 and the end
+        spk = {f"spk_sim_step{r['step']}": round(r["judge/spk_sim"], 3) for r in judged[:1] + judged[-1:]}
         return {"export": summary["export"], "steps": summary["global_step"],
-                "loss_first": round(first["train/loss"], 3), "loss_last": round(summary["final_loss"], 3)}
+                "loss_first": round(first["train/loss"], 3), "loss_last": round(summary["final_loss"], 3), **spk}
 
     d.stage("4. SFT", ["accelerate", "launch", "finetuning/sft_12hz.py", *sft_cmd], sft)
 

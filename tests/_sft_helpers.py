@@ -36,7 +36,7 @@ def tiny_recipe(model_dir, data_dir, out_dir, *extra: str) -> list[str]:
     line refuses one key given twice with different values)."""
     defaults = [f"model={model_dir}", f"data.path={data_dir}", f"output_dir={out_dir}",
                 "train.lr=3e-3", "train.batch_size=2", "train.warmup_steps=2", "train.seed=0",
-                "log.tracker=none", "log.log_samples=false", "log.every_steps=1", "log.eval_every_steps=0",
+                "log.tracker=none", "log.log_samples=false", "eval.judges=[]", "log.every_steps=1", "log.eval_every_steps=0",
                 "checkpoint.every_steps=0", "data.eval_fraction=0", "export.dtype=float32"]
     given = {e.split("=", 1)[0] for e in extra}
     return [d for d in defaults if d.split("=", 1)[0] not in given] + list(extra)

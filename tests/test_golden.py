@@ -40,7 +40,7 @@ GOLDEN_CLI = {
 GOLDEN_CLI_FRAMES = [11, 26, 20, 11, 26]  # frames per optimizer step: the bucketed batch order
 CLI_ARGS = ["train.max_steps=5", "train.batch_size=2", "train.lr=1e-3", "train.warmup_steps=1", "train.seed=0",
             "train.schedule=cosine", "train.precision=no", "data.eval_fraction=0", "log.tracker=none",
-            "log.every_steps=1", "log.log_samples=false", "checkpoint.every_steps=0", "export.dtype=float32"]
+            "log.every_steps=1", "log.log_samples=false", "eval.judges=[]", "checkpoint.every_steps=0", "export.dtype=float32"]
 
 
 def golden_batch(tts):

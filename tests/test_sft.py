@@ -295,7 +295,7 @@ def test_metrics_and_wandb_offline_series(tmp_path, tiny_base, prepared3):
     try:
         train(_cfg(*tiny_recipe(tiny_base, prepared3, out, "train.max_steps=4", "log.tracker=wandb",
                                 "data.eval_fraction=0.3", "log.eval_every_steps=2", "log.log_samples=true",
-                                "log.sample_max_frames=12")))
+                                "eval.max_frames=12", "eval.clips_per_speaker=1")))
     finally:
         if env_before is None:
             os.environ.pop("WANDB_MODE", None)
@@ -310,7 +310,9 @@ def test_metrics_and_wandb_offline_series(tmp_path, tiny_base, prepared3):
     assert evals and all("eval/subtalker_ce_cb15" in l for l in evals)
     runs = list((out / "wandb").glob("offline-run-*"))
     assert runs and list(runs[0].glob("*.wandb"))
-    assert sorted(p.name for p in (out / "samples").glob("*.wav"))  # one WAV per speaker per eval
+    # the base model at step 0, then every eval (steps 2 and 4): one clip per speaker each, no judges in this run
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step-00000000", "step-00000002", "step-00000004"]
+    assert len(list((out / "samples" / "step-00000004").glob("*.wav"))) == 3
 
 
 def test_tensorboard_tracker_writes_events(tmp_path, tiny_base, prepared3):

@@ -64,7 +64,7 @@ def preflight(cfg: EvaluateConfig) -> Ready:
         encoder_dir = require_tts_checkpoint(cfg.speaker_encoder, what="--speaker-encoder", types=("base",))
     elif model_type == "base":
         encoder_dir = model_dir
-    asr_dir = _check_asr(cfg.asr) if cfg.asr else None
+    asr_dir = check_asr_dir(cfg.asr) if cfg.asr else None
     judges = check_judges(cfg, encoder_dir)
     check_voice(cfg, model_dir, model_config)
 
@@ -103,7 +103,9 @@ def check_judges(cfg: EvaluateConfig, encoder_dir: Path | None) -> list[str]:
     return names
 
 
-def _check_asr(asr: str) -> Path:
+def check_asr_dir(asr: str) -> Path:
+    """A local transformers ASR model folder, resolved; one-line refusals for a missing path, a file or a
+    folder without config.json (used by evaluate, score and the SFT recipe's eval.asr)."""
     path = Path(asr).expanduser()
     if not path.exists():
         raise UserError(f"--asr {asr}: no such folder; give a local transformers ASR model folder (e.g. "

@@ -117,9 +117,9 @@ def preflight(cfg: ScoreConfig) -> Ready:
                 problems.append(f"--ref-audio {path} cannot be used: {exc.message}")
     options: dict[str, Any] = {}
     if cfg.asr:
-        from qwen_tts_ext.evaluation.pipeline import _check_asr
+        from qwen_tts_ext.evaluation.pipeline import check_asr_dir
 
-        options["asr"] = attempt(lambda: str(_check_asr(cfg.asr)))
+        options["asr"] = attempt(lambda: str(check_asr_dir(cfg.asr)))
     if cfg.speaker_encoder:
         from qwen_tts_ext.checkpoint_io import require_tts_checkpoint
 

@@ -47,7 +47,18 @@ outputs (output_dir):
   metrics.jsonl      every logged value, and per optimizer step its timing (data wait and
                      forward+backward per micro-batch, optimizer, frames, padding); wandb/ or logs/
                      hold the tracker runs
-  samples/           audio synthesized per speaker at each eval
+  samples/step-N/    the judged eval's clips (held-out sentences per speaker, one per eval.emotion_tags
+                     entry) and scores.jsonl: the offline judges' scores of each clip
+  summary.json       final losses, the judged eval's base/best composite, stopped_by_guard when it fired
+
+judged evaluation (eval.*):
+  At step 0 (the base model), every log.eval_every_steps and at the end, each speaker speaks held-out
+  sentences; independent judges (eval.judges: resemblyzer speaker similarity against the speaker's own
+  recordings, DistillMOS, silero-vad timing; asr on request) score them. metrics.jsonl and the tracker get
+  judge/<metric>, judge/<metric>_delta (vs step 0) and judge/composite (qwen_tts_ext/evaluation/composite.py).
+    checkpoint.select=best      export/ holds the eval with the highest composite, not the last step
+    eval.guard=true             stop when spk_sim falls below step 0's by more than eval.guard_margin (0.05)
+    eval.judges=[]              no judges (log.log_samples=false too: no synthesis at eval)
   stdout carries one line, `export: PATH`; logs and progress go to stderr.
 
 exit status: 0 success, 2 user error (bad arguments, model/data/run folder refused), 130 interrupted.

@@ -7,7 +7,7 @@ a change is refused with one line naming the changed keys (``--force`` resumes a
 in :data:`RESUME_MAY_CHANGE`:
 
 - where and how the run is driven: ``output_dir``, ``overwrite``, ``force``, ``checkpoint.*``;
-- what is logged and exported: ``log.*``, ``export.*``;
+- what is logged, judged and exported: ``log.*``, ``eval.*`` (the judged evaluation), ``export.*``;
 - how long it runs: ``train.max_steps``, ``train.epochs`` (extending a run; the lr schedule is then
   computed for the new length, and continues from the current step);
 - switches that change speed or memory but not the math: ``train.gradient_checkpointing``,
@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from qwen_tts_ext.errors import UserError
 
-RESUME_MAY_CHANGE = ("output_dir", "overwrite", "force", "checkpoint.*", "log.*", "export.*",
+RESUME_MAY_CHANGE = ("output_dir", "overwrite", "force", "checkpoint.*", "log.*", "eval.*", "export.*",
                      "train.max_steps", "train.epochs", "train.gradient_checkpointing", "train.attn_implementation",
                      "train.adamw_impl", "data.num_workers")
 PATH_KEYS = ("model", "data.path", "data.speakers")  # saved as absolute paths when they exist locally
@@ -108,6 +108,59 @@ class CheckpointConfig:
     every_steps: int = 200  # accelerator.save_state every N optimizer steps (0 = only at the end)
     keep_last: int = 2
     resume: bool = False  # continue from the latest checkpoint in output_dir/checkpoints
+    # which weights become output_dir/export: "last" (the end of training) or "best" (the judged eval with the
+    # highest composite, eval.composite; exported when it is measured, so no extra checkpoint is kept)
+    select: Literal["last", "best"] = "last"
+
+
+DEFAULT_EVAL_SENTENCES = [
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Please call me back when you have a moment this afternoon.",
+    "We measured every step, and the numbers finally agree.",
+]
+
+
+@dataclass
+class EvalConfig:
+    """The judged evaluation (``train/judged_eval.py``): at step 0 (the base model), every
+    ``log.eval_every_steps`` and at the end, each speaker speaks held-out sentences (and one per emotion tag)
+    with the in-training weights; the offline judges score the audio against that speaker's recordings."""
+
+    judges: list[str] = field(default_factory=lambda: ["speaker", "distillmos", "timing"])  # [] = no scoring
+    clips_per_speaker: int = 2  # held-out sentences per speaker: the eval split's transcripts, then `sentences`
+    sentences: list[str] = field(default_factory=lambda: list(DEFAULT_EVAL_SENTENCES))
+    emotion_tags: list[str] = field(default_factory=list)  # e.g. [excited, whispering]: + 1 clip per tag per speaker
+    max_frames: int = 0  # frame cap per clip; 0 = the synthesis bounds for the sentence (synthesis/bounds.py)
+    seed: int = 0  # sampling seed of every eval clip (the same at every step, so steps compare)
+    asr: str = ""  # a local transformers ASR folder for the asr judge (any language); "" = pocketsphinx (English)
+    threads: int = 1  # CPU threads for the judges while they score
+    composite: dict[str, float] = field(default_factory=dict)  # metric -> weight; {} = evaluation/composite.py defaults
+    guard: bool = False  # stop training when spk_sim falls below step 0's by more than guard_margin
+    guard_margin: float = 0.05  # in spk_sim (cosine); negative = demand an improvement (e.g. to test the guard)
+
+    def validate(self) -> None:
+        from qwen_tts_ext.evaluation.composite import check_weights
+        from qwen_tts_ext.evaluation.judges import JUDGES
+
+        problems = [f"eval.judges: unknown judge {j!r}; choose from {', '.join(JUDGES)}" for j in self.judges
+                    if j not in JUDGES]
+        if "speaker_ecapa" in self.judges:
+            problems.append("eval.judges: speaker_ecapa scores with the model's own encoder (circular while it trains); "
+                            "use speaker")
+        if self.clips_per_speaker < 1:
+            problems.append("eval.clips_per_speaker must be >= 1")
+        if any(not str(s).strip() for s in self.sentences) or not self.sentences:
+            problems.append("eval.sentences: give at least one non-empty sentence")
+        if self.max_frames < 0:
+            problems.append("eval.max_frames must be >= 0 (0 = the synthesis bounds)")
+        if self.threads < 1:
+            problems.append("eval.threads must be >= 1")
+        if self.asr and "asr" not in self.judges:
+            problems.append("eval.asr names an ASR folder but eval.judges has no asr judge: add asr to eval.judges")
+        if self.guard and "speaker" not in self.judges:
+            problems.append("eval.guard watches spk_sim: add the speaker judge to eval.judges")
+        problems += [f"eval.composite: {p}" for p in check_weights(self.composite)]
+        UserError.collect(problems)
 
 
 @dataclass
@@ -116,11 +169,8 @@ class LogConfig:
     project: str = "qwen-tts-ext"
     run_name: str = ""
     every_steps: int = 10
-    eval_every_steps: int = 100  # 0 = only at the end
-    sample_text: str = "This is my fine-tuned voice speaking."
-    sample_language: str = "auto"
-    sample_max_frames: int = 200
-    log_samples: bool = True  # synthesize one sample per speaker at eval and log audio + mel image
+    eval_every_steps: int = 100  # teacher-forced and judged evaluation every N steps (0 = only at the end)
+    log_samples: bool = True  # log the judged eval's audio (a table per eval) and mel images to the tracker
 
 
 @dataclass
@@ -141,6 +191,7 @@ class SFTConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def validate(self) -> None:
@@ -156,6 +207,8 @@ class SFTConfig:
         if self.force and not self.checkpoint.resume:
             problems.append("--force only applies to a resume (checkpoint.resume=true): it resumes although the "
                             "objective or the data changed")
+        if self.checkpoint.select == "best" and not self.eval.judges:
+            problems.append("checkpoint.select=best ranks evals by the judges' composite: eval.judges is empty")
         UserError.collect(problems)
 
 

@@ -30,21 +30,19 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 
 from qwen_tts_ext.outputs import publish_dir
 from qwen_tts_ext.train.config import SFTConfig, recipe_record
 from qwen_tts_ext.train.export import export_run
 from qwen_tts_ext.train.preflight import RunPlan, check_inputs, checkpoints, start_run_dir, trainer_state_record
-from qwen_tts_ext.train.sampling import mel_image, synthesize_with_vector
+from qwen_tts_ext.train.judged_eval import EvalState, JudgedEval
 from qwen_tts_ext.train.setup import build_adamw, build_run, build_scheduler, param_groups, total_steps
 
 
@@ -55,12 +53,17 @@ class TrainerState:
     global_step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0  # batches consumed in the current epoch (including accumulation micro-steps)
+    judge_base: dict = field(default_factory=dict)  # step 0's judge/* values (the judged eval's reference)
+    best_step: int = -1  # the judged eval with the highest composite so far (checkpoint.select=best)
+    best_composite: float | None = None
 
     def state_dict(self):
         return asdict(self)
 
     def load_state_dict(self, d):
         self.global_step, self.epoch, self.batch_in_epoch = d["global_step"], d["epoch"], d["batch_in_epoch"]
+        self.judge_base = dict(d.get("judge_base") or {})  # checkpoints from before the judged eval have none
+        self.best_step, self.best_composite = d.get("best_step", -1), d.get("best_composite")
 
 
 def train(cfg: SFTConfig, plan: RunPlan | None = None) -> dict:
@@ -102,14 +105,40 @@ def train(cfg: SFTConfig, plan: RunPlan | None = None) -> dict:
         return export_run(accelerator, module, cfg, plan.model_dir, out_dir, name, run.table, state.global_step,
                           lora=run.lora)
 
-    def evaluate_and_sample() -> dict:
-        values = evaluate(module, eval_dl, accelerator)
-        log(values, state.global_step)
-        if cfg.log.log_samples:
-            log_samples(accelerator, module, run.tts, run.table, cfg, out_dir, state.global_step, trackers)
-        return values
+    judged = JudgedEval(cfg, run.eval_rows, run.speaker_audio, run.table, out_dir, main, accelerator.print,
+                        sharded=accelerator.distributed_type == DistributedType.FSDP)
 
-    last = {}
+    def evaluate_and_judge() -> tuple[dict, str]:
+        """Teacher-forced losses (a held-out split) and the judged eval; a new best is exported
+        (checkpoint.select=best). Returns the values and why the guard stops the run ("": it does not)."""
+        values = evaluate(module, eval_dl, accelerator) if eval_dl is not None else {}
+        if values:
+            log(values, state.global_step)
+        if not judged.active:
+            return values, ""
+        step = state.global_step
+        shared = [None]
+        if main:
+            judge_values, rows, audio = judged(accelerator.unwrap_model(module).model, run.tts.processor, step,
+                                               state.judge_base or None)
+            if step == 0:
+                state.judge_base = {k: v for k, v in judge_values.items() if not k.endswith("_delta")}
+            memo = EvalState(state.judge_base, state.best_step, state.best_composite)
+            new_best, stop = judged.decide(judge_values, memo, step) if step > 0 else (False, "")
+            log(judge_values, step)
+            if cfg.log.log_samples:
+                judged.log_audio(accelerator, trackers, step, rows, audio)
+            shared = [(judge_values, state.judge_base, memo.best_step, memo.best_composite, new_best, stop)]
+        broadcast_object_list(shared)  # every process takes the same decisions (FSDP export needs them all)
+        judge_values, state.judge_base, state.best_step, state.best_composite, new_best, stop = shared[0]
+        if new_best and cfg.checkpoint.select == "best":
+            accelerator.print(f"step {step}: best composite so far ({state.best_composite:.4f}): exporting")
+            export("export")
+        return {**values, **judge_values}, stop
+
+    if state.global_step == 0 and judged.active and not state.judge_base:
+        evaluate_and_judge()  # step 0: the base model, the reference every later eval is compared with
+    last, guard_stop = {}, ""
     bar = tqdm(total=total, initial=state.global_step, disable=not main, desc="sft", unit="step")
     clock = StepClock(accelerator.device)
     window = {"frames": 0.0, "real": 0.0, "slots": 0.0, "t": time.perf_counter()}
@@ -156,12 +185,13 @@ def train(cfg: SFTConfig, plan: RunPlan | None = None) -> dict:
                      "train/padding_efficiency": window["real"] / max(1.0, window["slots"]),
                      "train/epoch": state.epoch}, state.global_step)
                 window = {"frames": 0.0, "real": 0.0, "slots": 0.0, "t": time.perf_counter()}
-            if eval_dl is not None and cfg.log.eval_every_steps and state.global_step % cfg.log.eval_every_steps == 0:
-                evaluate_and_sample()
+            if (cfg.log.eval_every_steps and state.global_step % cfg.log.eval_every_steps == 0
+                    and state.global_step < total):  # the end of the run is evaluated below
+                guard_stop = evaluate_and_judge()[1]
             if cfg.checkpoint.every_steps and state.global_step % cfg.checkpoint.every_steps == 0:
                 save_checkpoint(accelerator, state, out_dir / "checkpoints", cfg.checkpoint.keep_last)
             clock.idle()  # logging, evaluation and checkpoints are not the next batch's data wait
-            if state.global_step >= total:
+            if state.global_step >= total or guard_stop:
                 done = True
                 break
         else:
@@ -174,10 +204,23 @@ def train(cfg: SFTConfig, plan: RunPlan | None = None) -> dict:
     summary = {"global_step": state.global_step, "num_processes": accelerator.num_processes,
                "distributed_type": str(accelerator.distributed_type), "device": str(accelerator.device),
                **{f"final_{k}": v for k, v in last.items()}}
-    if eval_dl is not None:
-        summary.update(evaluate_and_sample())
+    if guard_stop:
+        accelerator.print(f"eval.guard stopped training: {guard_stop}")
+        summary["stopped_by_guard"] = guard_stop
+    else:
+        summary.update(evaluate_and_judge()[0])
     save_checkpoint(accelerator, state, out_dir / "checkpoints", cfg.checkpoint.keep_last)
-    summary["export"] = str(export("export"))
+    summary.update(export_summary(cfg, state, judged.active))
+    if summary.get("warning"):
+        accelerator.print(f"warning: {summary['warning']}")
+    if cfg.checkpoint.select == "last" or state.best_step < 0:
+        if cfg.checkpoint.select == "best":
+            accelerator.print("checkpoint.select=best: no eval had a composite (see the judges' notes); exporting the last step")
+        summary["export"] = str(export("export"))
+    else:
+        summary["export"] = str(out_dir / "export")
+        accelerator.print(f"checkpoint.select=best: export/ holds step {state.best_step} "
+                          f"(composite {state.best_composite:.4f}; the last step is in checkpoints/)")
     if main:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     accelerator.end_training()
@@ -290,33 +333,18 @@ def evaluate(module, eval_dl, accelerator) -> dict:
     return res
 
 
-@torch.no_grad()
-def log_samples(accelerator, module, tts, table, cfg: SFTConfig, out_dir: Path, step: int, trackers: list[str]) -> None:
-    """Synthesize one short sample per speaker with the in-training weights; save WAVs and log audio + mel image."""
-    if not accelerator.is_main_process:
-        return
-    model = accelerator.unwrap_model(module).model
-    was_training = model.training
-    model.eval()
-    sample_dir = out_dir / "samples"
-    sample_dir.mkdir(parents=True, exist_ok=True)
-    for name, vec in zip(table.names, table.vectors):
-        torch.manual_seed(0)
-        wav, sr, stopped = synthesize_with_vector(model, tts.processor, cfg.log.sample_text, vec,
-                                                  language=cfg.log.sample_language, max_frames=cfg.log.sample_max_frames)
-        sf.write(sample_dir / f"step-{step:08d}-{name}.wav", wav, sr)
-        img = mel_image(wav, sr)
-        for tracker_name in trackers:
-            tracker = accelerator.get_tracker(tracker_name, unwrap=True)
-            if tracker_name == "wandb":
-                import wandb  # only with log.tracker=wandb
-
-                tracker.log({f"samples/{name}": wandb.Audio(wav, sample_rate=sr, caption=f"stopped_by_eos={stopped}"),
-                             f"samples/{name}_mel": wandb.Image(img)}, step=step)
-            elif tracker_name == "tensorboard":
-                tracker.add_audio(f"samples/{name}", torch.from_numpy(np.asarray(wav, dtype=np.float32)), step, sample_rate=sr)
-                tracker.add_image(f"samples/{name}_mel", img, step, dataformats="HWC")
-    model.train(was_training)
+def export_summary(cfg: SFTConfig, state: TrainerState, judged: bool) -> dict:
+    """What the summary says about the judged eval: the base model's composite, the best eval, and a warning
+    when no trained step beat the base model on the composite."""
+    out: dict = {}
+    if not judged or "judge/composite" not in state.judge_base:
+        return out
+    base = state.judge_base["judge/composite"]
+    out.update({"base_composite": base, "best_step": state.best_step, "best_composite": state.best_composite})
+    if state.best_composite is not None and state.best_composite <= base:
+        out["warning"] = (f"no evaluated step beat the base model on the composite (best {state.best_composite:.4f} "
+                          f"at step {state.best_step}, base {base:.4f})")
+    return out
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -191,6 +191,13 @@ def check_inputs(cfg: SFTConfig) -> RunPlan:
         if importlib.util.find_spec("flash_attn") is None:
             problems.append(UserError("train.attn_implementation=flash_attention_2 but flash-attn is not installed; "
                                       "use sdpa"))
+    if cfg.eval.asr and "asr" in cfg.eval.judges:
+        from qwen_tts_ext.evaluation.pipeline import check_asr_dir
+
+        try:
+            check_asr_dir(cfg.eval.asr)
+        except UserError as exc:
+            problems.append(UserError(f"eval.asr: {exc}"))
     UserError.collect(problems)
     data = {"--data": cfg.data.path, **({"data.speakers": cfg.data.speakers} if cfg.data.speakers else {})}
     output_dir, mode, latest = check_run_dir(cfg.output_dir, resume=cfg.checkpoint.resume, overwrite=cfg.overwrite,

@@ -59,6 +59,8 @@ class RunParts:
     sampler: BucketBatchSampler  # the train batches' order: ``use_epoch(n)`` at the start of each epoch
     eval_dl: torch.utils.data.DataLoader | None
     lora: bool
+    eval_rows: list[dict]  # the held-out rows' text, speaker and language (the judged eval speaks them)
+    speaker_audio: dict[str, list[str]]  # per speaker, its recordings (reference clips first): the judges' reference
 
 
 def load_model(model_path: str | Path, cfg: SFTConfig) -> Qwen3TTSModel:
@@ -126,7 +128,12 @@ def build_run(cfg: SFTConfig, model_dir: Path, sharded: bool, say=print) -> RunP
         eval_dl = torch.utils.data.DataLoader(eval_ds, batch_sampler=BucketBatchSampler(eval_ds.lengths, tc.batch_size, None, seed=0),
                                               collate_fn=collate_examples)
     module = SFTModule(model, table.vectors, tc.subtalker_weight, tc.subtalker_frame_fraction)
-    return RunParts(tts=tts, table=table, module=module, train_dl=train_dl, sampler=sampler, eval_dl=eval_dl, lora=lora)
+    meta = hf_ds.select_columns(["text", "speaker", "language", "audio_path", "ref_audio"]).to_list()
+    speaker_audio: dict[str, list[str]] = {}
+    for r in sorted(meta, key=lambda r: not r["ref_audio"]):
+        speaker_audio.setdefault(str(r["speaker"]).lower(), []).extend(x for x in (r["ref_audio"], r["audio_path"]) if x)
+    return RunParts(tts=tts, table=table, module=module, train_dl=train_dl, sampler=sampler, eval_dl=eval_dl, lora=lora,
+                    eval_rows=[meta[i] for i in eval_idx], speaker_audio=speaker_audio)
 
 
 def param_groups(model, weight_decay: float):
