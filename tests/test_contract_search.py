@@ -103,6 +103,8 @@ def test_registered_as_a_subcommand_and_the_config_file_parses(capsys):
 
     assert main(["search", "--help"]) == 0
     assert "genome search" in capsys.readouterr().out
-    cfg = COMMAND.parse(["--config", "configs/search.yaml", "budget=16", "--population", "4", "synthesis.seed=2"])
+    cfg = COMMAND.parse(["--config", "configs/search.yaml", "budget=16", "--population", "4", "synthesis.seed=2",
+                         "top_k=30", "--seed", "5"])
     assert cfg.optimizer.budget == 16 and cfg.optimizer.population == 4 and cfg.synthesis.seed == 2
+    assert cfg.synthesis.top_k == 30 and cfg.optimizer.seed == 5  # short keys go to the one group that has them
     assert cfg.genome.alpha_max == 0.08 and cfg.fitness.weights["contrast"] == 1.0

@@ -224,6 +224,9 @@ def run(cfg: SearchConfig) -> int:
             raise UserError(f"alpha 0 already reaches the frame cap on {bm['cap_hits']} of {bm['segments']} "
                             "segment(s): the unblended model does not stop by itself, so no blend can be judged "
                             "against it; fix the checkpoint (or raise synthesis.cap_margin)")
+        if opt.budget % opt.population:
+            notes.append(f"budget {opt.budget} is not a multiple of the population {opt.population}: "
+                         f"{opt.budget // opt.population} whole generations ran")
         weights = active_weights(fit.weights, bm)
         unmeasured = sorted(set(k for k, w in fit.weights.items() if w > 0) - set(weights))
         if unmeasured:
@@ -280,7 +283,6 @@ def run(cfg: SearchConfig) -> int:
         "generations": result.generations, "measured": result.measured, "recalled": result.recalled,
         "cma_stop": result.stop, "seconds": seconds,
         "seconds_per_evaluation": (sum(r["seconds"] for r in measured) / len(measured)) if measured else None,
-        "top": sorted([flat, *result.evaluations], key=lambda r: -r["fitness"])[:fit.top_k],
         "top_metrics": [k for k in weights if k != "duration"] + ["seconds"],
     }
     # unique keys in the top-k (a recalled repeat is the same candidate)
@@ -289,7 +291,7 @@ def run(cfg: SearchConfig) -> int:
         if r["key"] not in seen:
             seen.add(r["key"])
             top.append(r)
-    report["top"] = top[:fit.top_k]
+    report["top"] = top[:fit.top_rows]
     finals = [ready.out / name for name in REPORT_FILES]
     with output_files(*finals) as tmps:
         search_report.write(report, dict(zip(REPORT_FILES, tmps)))

@@ -94,7 +94,7 @@ class FitnessConfig:
     contrast_sentence: str = DEFAULT_CONTRAST_SENTENCE  # spoken once per emotion tag ([] emotions: no contrast)
     judges: list[str] = field(default_factory=lambda: list(DEFAULT_JUDGES))  # offline judges ([] = none)
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    top_k: int = 5  # rows of the top-k table in search.md
+    top_rows: int = 5  # rows of the top-k table in search.md
 
     def validate(self) -> None:
         problems: list[Any] = []
@@ -110,8 +110,8 @@ class FitnessConfig:
             problems.append("fitness.emotions: contrast needs at least two tags (or [] for none)")
         if self.emotions and not self.contrast_sentence.strip():
             problems.append("fitness.contrast_sentence is empty")
-        if self.top_k < 1:
-            problems.append(f"fitness.top_k must be >= 1, got {self.top_k}")
+        if self.top_rows < 1:
+            problems.append(f"fitness.top_rows must be >= 1, got {self.top_rows}")
         from qwen_tts_ext.synthesis.tags import parse_script
 
         scripts = [("sentences", str(s)) for s in self.sentences if str(s).strip()]
@@ -163,13 +163,12 @@ class SearchConfig:
         for k in ("output", "blend", "resume", "overwrite"):
             d.pop(k, None)
         d["runtime"].pop("device", None)
-        d["fitness"].pop("top_k", None)
+        d["fitness"].pop("top_rows", None)
         return d
 
 
-SEARCH_ALIASES = {
-    **{f.name: f"{group}.{f.name}" for group, cls in (("runtime", RuntimeRef), ("voice", VoiceRef),
-                                                      ("synthesis", SynthesisOptions), ("genome", GenomeConfig),
-                                                      ("optimizer", OptimizerConfig), ("fitness", FitnessConfig))
-       for f in fields(cls) if f.name != "seed"},
-}
+_GROUPS = (("runtime", RuntimeRef), ("voice", VoiceRef), ("synthesis", SynthesisOptions), ("genome", GenomeConfig),
+           ("optimizer", OptimizerConfig), ("fitness", FitnessConfig))
+_NAMES = [f.name for _, cls in _GROUPS for f in fields(cls)]
+# Short keys (``budget=48``, ``alpha_max: 0.06`` at the top of a file); a name two groups share (``seed``) has none.
+SEARCH_ALIASES = {f.name: f"{group}.{f.name}" for group, cls in _GROUPS for f in fields(cls) if _NAMES.count(f.name) == 1}
