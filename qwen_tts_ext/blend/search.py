@@ -185,6 +185,14 @@ def run(cfg: SearchConfig) -> int:
     v = cfg.voice
     voice = synth.voice(speaker=v.speaker or None, ref_audio=(v.ref_audio or None) if synth.model_type == "base" else None,
                         speakers_file=v.speakers_file or None)
+    wanted = dict(fit.weights)  # the fitness weights this model can use
+    if fit.emotions and synth.ignores_instructions:
+        notes.append(f"this {synth.model_size} model ignores instructions, so every emotion tag renders the same: "
+                     "the contrast term is left out (set fitness.emotions: [] to skip those renderings)")
+        wanted.pop("contrast", None)
+    elif fit.emotions and synth.model_type == "base":
+        notes.append("a Base checkpoint was not trained with instructions: the emotion contrast may barely move "
+                     "(search a custom_voice export from `qwen-tts-ext sft`)")
     judges = []
     if ready.judges:
         from qwen_tts_ext.evaluation.judges import load_judges
@@ -227,8 +235,8 @@ def run(cfg: SearchConfig) -> int:
         if opt.budget % opt.population:
             notes.append(f"budget {opt.budget} is not a multiple of the population {opt.population}: "
                          f"{opt.budget // opt.population} whole generations ran")
-        weights = active_weights(fit.weights, bm)
-        unmeasured = sorted(set(k for k, w in fit.weights.items() if w > 0) - set(weights))
+        weights = active_weights(wanted, bm)
+        unmeasured = sorted(set(k for k, w in wanted.items() if w > 0) - set(weights))
         if unmeasured:
             notes.append(f"not in the fitness (not measured at alpha 0): {', '.join(unmeasured)}")
 
@@ -274,7 +282,8 @@ def run(cfg: SearchConfig) -> int:
                      "genes": layout.dim, "per_projection": g.per_projection, "mri_prior": g.mri_prior,
                      "alpha_max": g.alpha_max, "frozen_layers": list(ready.frozen),
                      "projections": list(ready.projections), "population": opt.population, "sigma0": opt.sigma0,
-                     "seed": opt.seed, "budget": opt.budget, "weights": weights, "config": settings},
+                     "seed": opt.seed, "budget": opt.budget, "weights": weights, "config": settings,
+                     "versions": _versions()},
         "directions": directions(),
         "notes": notes,
         "mri_prior": prior,
@@ -303,6 +312,20 @@ def run(cfg: SearchConfig) -> int:
     if ready.blend_out is not None:
         _blend_best(cfg, ready, layout, best, settings)
     return 0
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import qwen_tts_ext
+
+    out: dict[str, str | None] = {"qwen_tts_ext": qwen_tts_ext.__version__}
+    for dist in ("cma", "torch", "qwen-tts", "transformers", "numpy"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
 
 
 def _blend_best(cfg: SearchConfig, ready: Ready, layout, best: dict, settings: dict) -> None:
