@@ -206,3 +206,18 @@ def test_weights_are_checked_with_a_suggestion():
 
     with pytest.raises(UserError, match="did you mean 'spk_sim'"):
         FitnessConfig(weights={"spk_simm": 1.0}).validate()
+
+
+def test_overwrite_removes_only_the_search_files(tmp_path):
+    from qwen_tts_ext.blend.search import OWN_FILES, _start_run_folder
+    from qwen_tts_ext.outputs import owner
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in OWN_FILES:
+        (run / name).write_text("old")
+    (run / "my-notes.txt").write_text("keep")
+    cfg = SimpleNamespace(overwrite=True, resume=False)
+    _start_run_folder(cfg, SimpleNamespace(out=run))
+    assert sorted(p.name for p in run.iterdir()) == [".qwen-tts-ext.json", "my-notes.txt"]
+    assert owner(run) == "search"
