@@ -110,7 +110,7 @@ def bench_tiny(root: Path, frames: int) -> dict:
     ref = _reference(root)
     out = root / "search"
     t0 = time.perf_counter()
-    with _load_patched(frames):
+    with _load_patched(frames), contextlib.redirect_stdout(sys.stderr):  # only the bench's JSON on stdout
         rc = main(["--model", str(tts), "--llm", str(llm), "--ref-audio", str(ref), "--output", str(out), "--budget",
                    "12", "--population", "4", "--freeze-layers", "0", "--judges", "", "synthesis.cap_margin=0.5",
                    "synthesis.cap_slack_seconds=0.2", "--overwrite" if out.exists() else "--device=cpu"])
