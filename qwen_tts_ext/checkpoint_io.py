@@ -311,6 +311,45 @@ class TensorSpec:
         return cls(name, TORCH_TO_ST[tensor.dtype], tuple(tensor.shape))
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """A tensor to write without holding it: dtype and shape up front, its bytes made piece by piece while
+    it is written (``pieces()`` yields CPU tensors of ``dtype`` whose bytes, in order, are the tensor's).
+    The export writes every tensor this way, so it holds one piece (:data:`PIECE_BYTES`) beyond training."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    pieces: Callable[[], Iterator[torch.Tensor]]
+
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def element_size(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+
+PIECE_BYTES = 64 << 20  # what one piece of a Deferred conversion holds at most (a row block of the tensor)
+
+
+def converted(tensor: torch.Tensor | Deferred, dtype: torch.dtype, piece_bytes: int = PIECE_BYTES) -> Deferred:
+    """``tensor`` cast to ``dtype`` on the CPU, a block of rows at a time (a Deferred is cast piece by piece)."""
+    if isinstance(tensor, Deferred):
+        return Deferred(dtype, tensor.shape, lambda: (p.to("cpu", dtype).contiguous() for p in tensor.pieces()))
+    t = tensor.detach()
+    shape = tuple(t.shape)
+
+    def pieces() -> Iterator[torch.Tensor]:
+        if t.dim() == 0 or t.numel() == 0:
+            yield t.to("cpu", dtype).contiguous()
+            return
+        row = max(1, t[0].numel() * max(t.element_size(), torch.empty((), dtype=dtype).element_size()))
+        step = max(1, piece_bytes // row)
+        for i in range(0, t.shape[0], step):
+            yield t[i:i + step].to("cpu", dtype).contiguous()
+
+    return Deferred(dtype, shape, pieces)
+
+
 _T = TypeVar("_T")
 
 
@@ -391,8 +430,9 @@ def write_safetensors_sharded(
     """Write tensors as ``model.safetensors`` or as shards + index (Hugging Face layout).
 
     ``tensors`` is a mapping, or any iterable of ``(name, tensor)`` pairs (e.g. a generator that
-    produces tensors lazily); at most one shard's worth of tensors is held at a time. Sizes need not
-    be known up front: shards are written under temporary names and renamed at the end.
+    produces tensors lazily); at most one shard's worth of tensors is held at a time, and a
+    :class:`Deferred` value is not held at all: its pieces are made and written one after another.
+    Sizes need not be known up front: shards are written under temporary names and renamed at the end.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -416,10 +456,16 @@ def write_safetensors_sharded(
         with open(temps[-1], "wb", buffering=0) as fh:
             fh.write(safetensors_header([TensorSpec.of(n, t) for n, t in shard], metadata))
             for name, t in shard:
-                data = tensor_bytes(t)
-                write_fully(fh, data)
+                written = 0
+                for piece in t.pieces() if isinstance(t, Deferred) else (t,):
+                    data = tensor_bytes(piece)
+                    write_fully(fh, data)
+                    written += data.nbytes
+                if isinstance(t, Deferred) and written != t.numel() * t.element_size():
+                    raise ValueError(f"{name}: its pieces gave {written} bytes, its shape and dtype say "
+                                     f"{t.numel() * t.element_size()}")
                 shard_of[name] = i
-                total += data.nbytes
+                total += written
     names = shard_file_names(len(temps))
     finals = [out_dir / n for n in names]
     for tmp, final in zip(temps, finals):

@@ -126,3 +126,24 @@ def test_copy_support_files_skips_root_weights(tmp_path):
                      "speech_tokenizer/model.safetensors", "vocab.json"]
 
 
+
+
+@pytest.mark.parametrize("max_shard", [None, 40])
+def test_deferred_casts_write_the_same_bytes_piece_by_piece(tmp_path, max_shard):
+    """The export's streaming casts (``converted``, pieces of a few rows) give the bytes a whole-tensor cast gives."""
+    ts = sample_tensors()
+    ts["big"] = torch.randn(37, 5)
+    whole = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in ts.items()}
+    pieces = {k: cio.converted(v, torch.bfloat16 if v.is_floating_point() else v.dtype, piece_bytes=24)
+              for k, v in ts.items()}
+    assert len(list(pieces["big"].pieces())) > 5  # really written in several pieces
+    a, b = tmp_path / "a", tmp_path / "b"
+    cio.write_safetensors_sharded(whole, a, max_shard_bytes=max_shard)
+    cio.write_safetensors_sharded(pieces, b, max_shard_bytes=max_shard)
+    assert [f.read_bytes() for f in sorted(a.iterdir())] == [f.read_bytes() for f in sorted(b.iterdir())]
+
+
+def test_deferred_whose_pieces_disagree_with_its_shape_is_refused(tmp_path):
+    short = cio.Deferred(torch.float32, (4, 4), lambda: iter([torch.zeros(3, 4)]))
+    with pytest.raises(ValueError, match="pieces gave 48 bytes"):
+        cio.write_safetensors_sharded({"x": short}, tmp_path / "out")

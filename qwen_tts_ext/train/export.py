@@ -24,7 +24,7 @@ import torch
 from accelerate.utils import DistributedType
 from safetensors.torch import save_file
 
-from qwen_tts_ext.checkpoint_io import copy_support_files, drop_empty_model_type, write_safetensors_sharded
+from qwen_tts_ext.checkpoint_io import converted, copy_support_files, drop_empty_model_type, write_safetensors_sharded
 from qwen_tts_ext.outputs import output_dir
 from qwen_tts_ext.train.config import SFTConfig
 from qwen_tts_ext.train.lora import merged_state_dict, save_adapter
@@ -57,13 +57,13 @@ def export_custom_voice(
         state = merged_state_dict(model)  # LoRA adapters merged into full weights; a plain state_dict otherwise
     emb_key = "talker.model.codec_embedding.weight"
 
-    def tensors():
+    def tensors():  # each cast (and LoRA merge) is made while it is written: the export holds one piece at a time
         for name, t in state.items():
             if name.startswith("speaker_encoder."):
                 continue
             if name == emb_key:
                 t = write_speaker_rows(t.float(), table)
-            yield name, t.detach().to("cpu", target).contiguous()
+            yield name, converted(t, target if t.dtype.is_floating_point else t.dtype)
 
     with output_dir(out_dir, command=EXPORT_COMMAND, overwrite=overwrite, flag="export") as tmp:
         copy_support_files(base_dir, tmp)

@@ -60,25 +60,33 @@ def has_lora(model) -> bool:
 
 
 @torch.no_grad()
-def merged_state_dict(model) -> dict[str, torch.Tensor]:
+def merged_state_dict(model) -> dict:
     """``model.state_dict()`` with adapters merged into their base weights and the original key names.
 
-    The training model is not modified (the merge is computed into new tensors).
+    A merged weight is a :class:`~qwen_tts_ext.checkpoint_io.Deferred` (made when it is written, one at a
+    time: the export holds one merged projection, not a merged copy of every adapted weight); the others
+    are the model's own tensors. The training model is not modified.
     """
     state = model.state_dict()
     mods = _lora_modules(model)
     if not mods:
         return state
-    out: dict[str, torch.Tensor] = {}
+    from qwen_tts_ext.checkpoint_io import Deferred
+
+    out: dict = {}
     for key, t in state.items():
         if ".lora_" in key:
             continue
         out[key.replace(".base_layer.", ".")] = t
     for name, m in mods.items():
-        base = m.get_base_layer()
-        delta = m.get_delta_weight(ADAPTER)
-        out[f"{name}.weight"] = (base.weight.float() + delta.float()).to(base.weight.dtype)
+        base = m.get_base_layer().weight
+        out[f"{name}.weight"] = Deferred(base.dtype, tuple(base.shape), lambda m=m, base=base: iter([_merged(m, base)]))
     return out
+
+
+@torch.no_grad()
+def _merged(module, base: torch.Tensor) -> torch.Tensor:
+    return (base.float() + module.get_delta_weight(ADAPTER).float()).to(base.dtype)
 
 
 def save_adapter(model, out_dir: str | Path) -> Path:
