@@ -305,7 +305,8 @@ def worker_official(args) -> dict:
     rec = Recorder()
     bf16 = args.dtype == "bfloat16"
     # bf16: as the official script (weights loaded in bf16, accelerate's mixed_precision="bf16", i.e. autocast)
-    accelerator = Accelerator(gradient_accumulation_steps=1, mixed_precision="bf16" if bf16 else "no", cpu=True)
+    accelerator = Accelerator(gradient_accumulation_steps=1, mixed_precision="bf16" if bf16 else "no",
+                              cpu=args.device == "cpu")
     torch.manual_seed(0)
     t0 = time.perf_counter()
     tts = Qwen3TTSModel.from_pretrained(args.model, dtype=torch.bfloat16 if bf16 else torch.float32,
@@ -379,13 +380,16 @@ def worker_official(args) -> dict:
     model, optimizer, loader = accelerator.prepare(tts.model, optimizer, loader)
     model.train()
     step, loss = 0, None
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)  # GPU time, not launch time
     while step < args.steps:
         for batch in loader:
+            sync()
             rec.batch(int(batch["codec_mask"].sum()), int(batch["attention_mask"].sum()), int(batch["attention_mask"].numel()))
             t_start = time.perf_counter()
             with accelerator.accumulate(model):
                 codec_ids, codec_mask = batch["codec_ids"], batch["codec_mask"]
                 spk = model.speaker_encoder(batch["ref_mels"].to(model.device).to(model.dtype)).detach()
+                sync()
                 t_spk = time.perf_counter()
                 text_emb = model.talker.text_projection(model.talker.model.text_embedding(batch["input_ids"][:, :, 0]))
                 text_emb = text_emb * batch["text_embedding_mask"]
@@ -401,11 +405,13 @@ def worker_official(args) -> dict:
                 _, sub_loss = model.talker.forward_sub_talker_finetune(codec_ids[codec_mask], hidden[codec_mask[:, 1:]])
                 loss = out.loss + 0.3 * sub_loss
                 accelerator.backward(loss)
+                sync()
                 t_bwd = time.perf_counter()
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 optimizer.zero_grad()
+            sync()
             rec.parts.append((t_spk - t_start, t_bwd - t_spk, time.perf_counter() - t_bwd))
             step += 1
             if step >= args.steps:
@@ -575,8 +581,11 @@ def launch(kind: str, paths: dict, args, work: Path, tag: str, processes: int = 
     script = str(Path(__file__).resolve())
     worker = [script, "--worker", kind, "--model", paths["model"], "--prep", paths["prep"],
               "--official-jsonl", paths["official_jsonl"], "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-              "--run-dir", str(run_dir), "--result", str(result), "--dtype", args.dtype] + (extra or [])
+              "--run-dir", str(run_dir), "--result", str(result), "--dtype", args.dtype,
+              "--device", args.device] + (extra or [])
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled")
+    if args.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # accelerate would otherwise put our loop on a GPU it finds
     cores = os.cpu_count() or 1
     if processes == 1:
         cmd = [sys.executable] + worker + (["--threads", str(args.threads)] if args.threads else [])
@@ -1115,6 +1124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unfrozen-run", action="store_true", help="also run ours with train.freeze_text_embedding=false "
                    "(the text embedding trained, as the official script does; reported apart; the breakdown times "
                    "that part alone either way)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where both loops train (default cpu; cuda: one GPU each, scripts/gpu_check.sh uses it)")
     p.add_argument("--workdir", help="keep model, corpus and prepared data here (reused by later runs)")
     p.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     p.add_argument("--output", default=str(DOC), help="markdown file whose bench_train section is rewritten")
@@ -1160,6 +1171,12 @@ def resolve(args) -> str | None:
         return "need --steps >= 2 and --clips, --speakers, --batch-size, --repeats, --sentences >= 1"
     if args.subtalker_fraction is not None and not 0 < args.subtalker_fraction < 1:
         return "--subtalker-fraction must be between 0 and 1 (exclusive)"
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "--device cuda: torch sees no CUDA GPU"
+        args.no_multiproc = True  # the 2-process comparison is a CPU (gloo) measurement
     if args.speakers * args.clips < args.batch_size:
         return f"{args.speakers} x {args.clips} clips cannot fill a batch of {args.batch_size}"
     return None
