@@ -59,6 +59,7 @@ CASES = {
     "unknown_weight": (lambda w: base(w) + ["fitness.weights={spk_simm: 1}"], "did you mean 'spk_sim'"),
     "unknown_judge": (lambda w: base(w) + ["--judges", "speakr"], "did you mean 'speaker'"),
     "unbalanced_tag_in_sentence": (lambda w: base(w) + ["sentences=[[Happy hello]"], "fitness.sentences"),
+    "missing_asr_folder": (lambda w: base(w) + ["fitness.asr=" + str(w["tmp"] / "whisper")], "no such folder"),
     "one_emotion": (lambda w: base(w) + ["emotions=[happy]"], "at least two tags"),
     "ambiguous_seed": (lambda w: base(w) + ["seed=3"], "unknown config key 'seed'"),
     "misspelled_key": (lambda w: base(w) + ["budgt=10"], "did you mean 'budget'"),

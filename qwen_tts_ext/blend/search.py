@@ -77,6 +77,13 @@ def preflight(cfg: SearchConfig) -> Ready:
         problems.append(f"only {genes} gene(s) left to search (the talker has {num_layers} layers, "
                         f"{len(frozen)} frozen); CMA-ES needs at least 2")
     judges = check_judges(cfg.fitness.judges)
+    if cfg.fitness.asr:
+        from qwen_tts_ext.evaluation.pipeline import check_asr_dir
+
+        try:
+            check_asr_dir(cfg.fitness.asr)
+        except UserError as exc:
+            problems.append(exc)
     try:
         check_voice(cfg, model_dir, model_config)
     except UserError as exc:
@@ -158,9 +165,13 @@ def _save_npz(path: Path, audio: dict) -> None:
 def run(cfg: SearchConfig) -> int:
     """``qwen-tts-ext search``: check, load, baseline, search, report (and blend the best)."""
     ready = preflight(cfg)
-    from qwen_tts_ext.evaluation.pipeline import _quiet
+    import logging
 
-    _quiet()
+    from qwen_tts_ext.synthesis.synthesize import quiet_transformers
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.getLogger("qwen_tts_ext.synthesis").setLevel(logging.ERROR)  # per-segment tag warnings, once per utterance
+    quiet_transformers()
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -199,6 +210,8 @@ def run(cfg: SearchConfig) -> int:
 
         options = {"checkpoint": str(ready.model_dir)} if "speaker_ecapa" in ready.judges and \
             synth.model_type == "base" else {}
+        if fit.asr and "asr" in ready.judges:
+            options["asr"] = str(Path(fit.asr).expanduser().resolve())
         judges, skipped = load_judges(ready.judges, **options)
         for note in skipped:
             notes.append(note)

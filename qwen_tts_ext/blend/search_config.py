@@ -93,6 +93,7 @@ class FitnessConfig:
     emotions: list[str] = field(default_factory=lambda: list(DEFAULT_EMOTIONS))  # tags rendering contrast_sentence
     contrast_sentence: str = DEFAULT_CONTRAST_SENTENCE  # spoken once per emotion tag ([] emotions: no contrast)
     judges: list[str] = field(default_factory=lambda: list(DEFAULT_JUDGES))  # offline judges ([] = none)
+    asr: str = ""  # local transformers ASR folder for the asr judge (any language); "" = pocketsphinx (English)
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     top_rows: int = 5  # rows of the top-k table in search.md
 

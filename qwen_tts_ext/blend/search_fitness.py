@@ -12,7 +12,8 @@ baseline), plus one sentence rendered once per emotion tag. Its measurements (``
 
 **Fail hard**: a candidate with any segment at the frame cap (the 10% runaway) gets
 ``FAIL - cap_hits / segments`` (``FAIL`` = -100), below every candidate that stops, and the fewer runaways
-the better among failures.
+the better among failures. Every candidate that is scored therefore has a stop rate of 1, so the stop rate is
+this rule rather than a weighted term.
 
 Otherwise ``fitness = sum(weight[m] * score[m])`` over the weighted metrics measured at alpha 0, with
 
