@@ -74,3 +74,37 @@ def test_fsdp_export_gathers_what_a_plain_export_writes(tmp_path, tiny_base, syn
         assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
         assert torch.equal(a[key], b[key]), key
     assert json.loads((fsdp / "export" / "config.json").read_text()) == json.loads((plain / "export" / "config.json").read_text())
+
+
+ATTENTION = ["sdpa", "eager", "flash_attention_2"]
+
+
+@pytest.mark.parametrize("attn", ATTENTION)
+def test_one_bf16_step_per_attention_implementation(tmp_path, tiny_base, synthetic_prepared, attn):
+    """sdpa and eager always; flash_attention_2 where flash-attn is installed (said as a skip reason that
+    scripts/gpu_check.sh lists, not silently)."""
+    import importlib.util
+
+    from qwen_tts_ext.train.loop import train
+
+    if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        pytest.skip("flash-attn is not installed (pip install flash-attn): flash_attention_2 not checked")
+    out = tmp_path / attn
+    summary = train(load_config(SFTConfig, None, tiny_recipe(tiny_base, synthetic_prepared, out, "train.max_steps=2",
+                                                             "train.precision=bf16", f"train.attn_implementation={attn}")))
+    assert summary["device"].startswith("cuda") and math.isfinite(summary["final_loss"]), summary
+
+
+def test_fused_adamw_runs_on_cuda():
+    """train.adamw_impl=fused gives torch's fused kernel on CUDA parameters (no fallback to foreach)."""
+    from qwen_tts_ext.train.config import TrainConfig
+    from qwen_tts_ext.train.setup import build_adamw
+
+    said = []
+    p = torch.nn.Parameter(torch.randn(64, 64, device="cuda"))
+    opt = build_adamw([{"params": [p], "weight_decay": 0.0}], TrainConfig(adamw_impl="fused"), said.append)
+    assert opt.defaults["fused"] is True and not said, said
+    before = p.detach().clone()
+    p.grad = torch.ones_like(p)
+    opt.step()
+    assert not torch.equal(before, p.detach())

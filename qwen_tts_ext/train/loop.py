@@ -79,6 +79,10 @@ def train(cfg: SFTConfig, plan: RunPlan | None = None) -> dict:
     )
     set_seed(tc.seed, device_specific=False)
     main = accelerator.is_main_process
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type != DistributedType.FSDP:
+        # accelerate 1.12 turns FSDP on for GPU-like multi-device runs only (state.py); on CPU it runs DDP
+        accelerator.print(f"warning: FSDP was asked for, but accelerate runs {accelerator.distributed_type.value} here "
+                          "(it shards with FSDP on GPUs only): every process holds the whole model")
     accelerator.wait_for_everyone()  # every process has checked the run folder before the main one writes in it
     if main:
         start_run_dir(plan)  # marker (new run), or our previous run cleared (overwrite)
