@@ -152,7 +152,7 @@ def test_killed_search_resumes_without_repeating_and_ends_the_same(whole, world)
         while time.time() < deadline and proc.poll() is None:
             if (out / "journal.jsonl").is_file() and len(_evals(out)) >= 5:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
