@@ -73,7 +73,13 @@ class _Models:
 
 def run(cfg: PrepareConfig) -> int:
     """``qwen-tts-ext prepare``: prepare (or ``--merge``); the output folder on stdout, logs on stderr."""
-    if cfg.merge:
+    from qwen_tts_ext.prep.distributed import is_distributed, prepare_distributed, world
+
+    if is_distributed():  # under `accelerate launch` / torchrun: one slice per process, merged by the main one
+        out = prepare_distributed(cfg)
+        if world()[0] != 0:
+            return 0
+    elif cfg.merge:
         from qwen_tts_ext.prep.merge import merge_prepared
 
         out = merge_prepared(cfg.merge, cfg.output, overwrite=cfg.overwrite, progress=cfg.progress)
