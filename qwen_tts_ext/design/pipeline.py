@@ -231,8 +231,10 @@ def build(cfg: DesignConfig, ready: Ready, tmp: Path) -> dict:
 
     write_jsonl(tmp / "takes" / "takes.jsonl", records)
     kept, rejects, identity, notes = judge_takes(records, cfg, tmp)
-    print(f"kept {len(kept)} of {len(records)} takes ({len(rejects)} dropped: see selection/rejects.jsonl)",
-          file=sys.stderr)
+    from collections import Counter
+
+    why = ", ".join(f"{n} {reason}" for reason, n in sorted(Counter(r["reason"] for r in rejects).items()))
+    print(f"kept {len(kept)} of {len(records)} takes" + (f"; dropped: {why}" if why else ""), file=sys.stderr)
     if len(kept) < cfg.filter.min_kept:
         raise UserError(f"only {len(kept)} take(s) passed the filter (filter.min_kept={cfg.filter.min_kept}); see "
                         "the reasons above. Render more (render.num_sentences, render.takes) or loosen the filter "
