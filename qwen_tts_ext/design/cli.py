@@ -54,7 +54,7 @@ COMMAND = Command(
         Option("render.num_sentences", "--num-sentences", "sentences rendered (0: all)", metavar="N"),
         Option("sft_recipe", "--sft-recipe", "the SFT recipe (configs/sft_*.yaml)", metavar="YAML"),
         Option("device", "--device", "cpu, cuda, cuda:N, mps or auto"),
-        Option("dtype", "--dtype", "float32, bfloat16 or float16 (rendering and the report)"),
+        Option("dtype", "--dtype", "auto, float32, bfloat16 or float16 (rendering and the report)"),
         Option("progress", "--quiet", "no progress bars", switch=False),
     ],
 )

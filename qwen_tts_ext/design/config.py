@@ -117,7 +117,7 @@ class DesignConfig:
     output: str = ""  # the output folder (new or empty; --overwrite replaces this command's previous output)
     overwrite: bool = False
     device: str = "cpu"  # cpu, cuda, cuda:N, mps or auto: rendering, data prep and the report's synthesis
-    dtype: str = "float32"  # float32 | bfloat16 | float16 for rendering and the report
+    dtype: str = "float32"  # auto (bfloat16 on CUDA, else float32) | float32 | bfloat16 | float16: rendering, report
     sft_recipe: str = str(DEFAULT_SFT_RECIPE)  # the SFT recipe YAML (configs/sft_*.yaml)
     # Settings handed to the SFT recipe and to data prep, in their own keys: sft.train.max_steps=600 on the
     # command line, `sft: {train: {max_steps: 600}}` in YAML (checked by their own configs before rendering).
@@ -136,8 +136,8 @@ class DesignConfig:
                             "letter or digit")
         if self.description and not self.description.strip():
             problems.append("--description is blank: describe the voice in words")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            problems.append(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            problems.append(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         UserError.collect(problems)
 
     def check(self) -> None:

@@ -92,7 +92,9 @@ def check(cfg: DesignConfig) -> Ready:
     if cfg.speaker_encoder:
         _attempt(problems, lambda: require_tts_checkpoint(cfg.speaker_encoder, what="--speaker-encoder",
                                                           types=("base",), llm_flag=None))
-    _attempt(problems, lambda: resolve_device(cfg.device, cfg.dtype))
+    resolved = _attempt(problems, lambda: resolve_device(cfg.device, cfg.dtype))
+    if resolved is not None:
+        cfg.device, cfg.dtype = resolved  # what "auto" means on this machine, from here on
     sentences = _attempt(problems, lambda: read_sentences(cfg.sentences_file()), [])
     train_s, report_s, overlap = split_sentences(sentences, cfg.render.num_sentences, cfg.report.sentences)
     if sentences and overlap and cfg.report.sentences:
