@@ -53,13 +53,13 @@ def ok(w, *extra):
         else:
             rest.append(extra[i])
             i += 1
-    return [x for pair in base.items() for x in pair if x is not None] + rest
+    return [x for k, v in base.items() if v is not None for x in (k, v)] + rest  # None: the flag is left out
 
 
 CASES = [
     # (id, argv from the world, what the one error line must say)
     ("no-model", lambda w: ["--calib", w["calib"], "--output", w["tmp"] / "o"], "pass --model"),
-    ("no-calib", lambda w: ["--model", w["model"], "--output", w["tmp"] / "o"], "pass --calib"),
+    ("no-calib", lambda w: ["--model", w["model"], "--output", w["tmp"] / "o"], "pass --calib PREPARED_DIR"),
     ("no-output", lambda w: ["--model", w["model"], "--calib", w["calib"]], "pass --output"),
     ("unknown-key", lambda w: ok(w, "group_sise=64"), "group_size"),
     ("bad-method", lambda w: ok(w, "--method", "gptq"), "method must be one of awq, rtn"),
@@ -73,6 +73,13 @@ CASES = [
     ("model-already-int4", lambda w: ok(w, "--model", w["quantized"]), "already quantized"),
     ("calib-not-prepared", lambda w: ok(w, "--calib", w["not_prepared"]), "prepare"),
     ("calib-missing", lambda w: ok(w, "--calib", w["tmp"] / "nothing"), "not found"),
+    ("calib-and-sentences", lambda w: ok(w, "--sentences", "A.", "B.", "--speaker", "x"), "give one"),
+    ("sentences-no-speaker", lambda w: ok(w, "--calib", None, "--sentences", "A.", "B."), "needs --speaker"),
+    ("sentences-unknown-speaker", lambda w: ok(w, "--calib", None, "--sentences", "A.", "B.", "--speaker", "zed"),
+     "not a speaker of the checkpoint"),
+    ("one-sentence", lambda w: ok(w, "--calib", None, "--sentences", "A.", "--speaker", "zed"), "at least 2"),
+    ("sentences-file-missing", lambda w: ok(w, "--calib", None, "--sentences", w["tmp"] / "p.txt", "--speaker", "z"),
+     "no such file"),
     ("output-is-file", lambda w: ok(w, "--output", w["file"]), "existing file"),
     ("output-under-file", lambda w: ok(w, "--output", w["file"] / "sub"), "is a file"),
     ("output-not-ours", lambda w: ok(w, "--output", w["folder"]), "not empty"),
@@ -104,7 +111,7 @@ def test_help_says_what_it_does(capsys):
         rc = exc.code
     assert rc == 0
     out = capsys.readouterr().out
-    for word in ("--calib", "--group-size", "--method", "--embed-8bit", "awq", "rtn", "examples:", "[group_size]"):
+    for word in ("--calib", "--sentences", "--speaker", "--group-size", "--method", "--embed-8bit", "awq", "rtn", "examples:", "[group_size]"):
         assert word in out, word
 
 

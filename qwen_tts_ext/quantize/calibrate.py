@@ -128,3 +128,76 @@ def ce_kl(ref_lp: torch.Tensor, lp: torch.Tensor, targets: torch.Tensor) -> dict
     top1 = float((ref_lp.argmax(-1) == lp.argmax(-1)).float().mean())
     return {"ce_reference": ce_ref, "ce": ce, "ce_increase": ce - ce_ref, "kl": kl, "top1_agreement": top1,
             "positions": int(targets.numel())}
+
+
+def read_sentences(sentences: list[str]) -> list[str]:
+    """The sentences themselves, or the lines of the one ``.txt`` file given instead."""
+    from pathlib import Path
+
+    if len(sentences) == 1 and str(sentences[0]).endswith(".txt"):
+        path = Path(sentences[0]).expanduser()
+        if not path.is_file():
+            raise UserError(f"--sentences {path}: no such file")
+        sentences = path.read_text(encoding="utf-8").splitlines()
+    return [s.strip() for s in sentences if s and s.strip()]
+
+
+@torch.no_grad()
+def sentence_calibration(tts, sentences: list[str], speaker: str, language: str, *, rows: int, heldout: int,
+                         batch_size: int, seed: int, max_frames: int, progress=None) -> CalibrationData:
+    """Calibration without a dataset: the float model speaks each sentence as ``speaker`` (sampled with the
+    checkpoint's generation defaults, seeded per sentence, at most ``max_frames`` frames); its own codes are
+    then laid out like training rows (speaker slot = the speaker's codec-embedding row, as generate() fills it)."""
+    from qwen_tts_ext.train.data import TextTokenizer
+    from qwen_tts_ext.train.layout import SpecialIds, build_sample, collate
+
+    model = tts.model
+    spk = {str(k).lower(): int(v) for k, v in (model.config.talker_config.spk_id or {}).items()}
+    if speaker.lower() not in spk:
+        raise UserError(f"--speaker {speaker!r} is not a speaker of the checkpoint (it has: "
+                        f"{', '.join(sorted(spk)) or 'none: pass --calib with a prepared dataset'})")
+    ids = SpecialIds.from_config(model.config)
+    lang = None if not language or language.lower() == "auto" else language.lower()
+    try:
+        ids.language_id(lang)
+    except KeyError as exc:
+        raise UserError(str(exc).strip('"')) from None
+    tok = TextTokenizer(tts.processor.tokenizer)
+    calib_idx, held_idx = split_rows(len(sentences), rows, heldout, seed)
+    vector = model.talker.model.codec_embedding.weight[spk[speaker.lower()]].detach().float().cpu()[None]
+    defaults = {k: v for k, v in (tts.generate_defaults or {}).items()
+                if k in ("do_sample", "top_k", "top_p", "temperature", "repetition_penalty", "subtalker_dosample",
+                         "subtalker_top_k", "subtalker_top_p", "subtalker_temperature")}
+    device = next(model.parameters()).device
+    digest = hashlib.sha256()
+    samples = {}
+    for i in sorted(calib_idx + held_idx):
+        torch.manual_seed(seed + i)
+        prompt = tts.processor(text=f"<|im_start|>assistant\n{sentences[i]}<|im_end|>\n<|im_start|>assistant\n",
+                               return_tensors="pt", padding=True)["input_ids"]
+        prompt = (prompt.unsqueeze(0) if prompt.dim() == 1 else prompt).to(device)
+        codes_list, _ = model.generate(input_ids=[prompt], instruct_ids=[None], languages=[lang or "auto"],
+                                       speakers=[speaker.lower()], non_streaming_mode=True,
+                                       max_new_tokens=max_frames + 1, **defaults)
+        codes = codes_list[0].detach().cpu().long()
+        if codes.shape[0] == 0:
+            continue
+        samples[i] = build_sample(tok.text_ids(sentences[i]), codes, ids, role_ids=tok.role_ids, language=lang)
+        if i in calib_idx:
+            digest.update(f"{i}\t{sentences[i]}\t{speaker}\n".encode())
+            digest.update(codes.to(torch.int16).numpy().tobytes())
+        if progress:
+            progress(1)
+
+    def batches(idx: list[int]) -> list:
+        idx = sorted((i for i in idx if i in samples), key=lambda i: samples[i].length)
+        return [collate([samples[i] for i in idx[s:s + batch_size]], [0] * len(idx[s:s + batch_size]))
+                for s in range(0, len(idx), batch_size)]
+
+    calib = batches(calib_idx)
+    if not calib:
+        raise UserError("the model produced no frames for any calibration sentence; pass --calib with a dataset")
+    return CalibrationData(calib=calib, heldout=batches(held_idx), speaker_vectors=vector,
+                           calib_ids=[f"sentence-{i}" for i in calib_idx if i in samples],
+                           heldout_ids=[f"sentence-{i}" for i in held_idx if i in samples],
+                           sha256=digest.hexdigest(), positions=sum(b.real_positions for b in calib))

@@ -26,6 +26,8 @@ examples:
   # the round-to-nearest baseline, and the 8-bit text embedding for the smallest footprint
   python finetuning/quantize_int4.py --model A --calib P --output A-rtn --method rtn
   python finetuning/quantize_int4.py --model A --calib P --output A-int4-e8 --embed-8bit
+  # no dataset: the model speaks these sentences as one of its speakers, and calibrates on its own codes
+  qwen-tts-ext quantize --model A --sentences prompts.txt --speaker alice --language english --output B
   # settings from YAML, overridden on the command line (group size must divide the talker widths)
   qwen-tts-ext quantize --config configs/quantize.yaml model=A calib=P output=B group_size=64
 
@@ -40,6 +42,10 @@ COMMAND = Command(
         Option("model", ("--model", "-m"), "Qwen3-TTS checkpoint folder to quantize (SFT export, blend, stock)"),
         Option("calib", "--calib", "prepared dataset (a `qwen-tts-ext prepare` output) for calibration", metavar="DIR"),
         Option("output", ("--output", "-o"), "folder for the quantized checkpoint (new or empty)"),
+        Option("sentences", "--sentences", "without a dataset: sentences (or one .txt file, a line each) that the "
+               "float model speaks as --speaker; its codes are the calibration rows", many=True, metavar="TEXT"),
+        Option("speaker", "--speaker", "with --sentences: a speaker of the checkpoint"),
+        Option("language", "--language", "with --sentences: their language (default auto)"),
         Option("method", "--method", "awq (activation-aware, default) or rtn (round-to-nearest baseline)"),
         Option("group_size", "--group-size", "input channels per scale and zero point (default 128)", metavar="N"),
         Option("calib_rows", "--calib-rows", "dataset rows that calibrate (default 128)", metavar="N"),

@@ -5,7 +5,7 @@ No torch import here: the config is built and checked before any model loads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from qwen_tts_ext.errors import UserError
 
@@ -20,6 +20,10 @@ class QuantizeConfig:
     model: str = ""  # Qwen3-TTS checkpoint folder (an SFT export, a blend, a stock checkpoint)
     calib: str = ""  # prepared dataset folder (`qwen-tts-ext prepare` output): the calibration talker inputs
     output: str = ""  # new folder for the quantized checkpoint
+    sentences: list[str] = field(default_factory=list)  # instead of calib: sentences (or one .txt file, a line each)
+    speaker: str = ""  # with sentences: the checkpoint's speaker who speaks them (the float model generates the codes)
+    language: str = "auto"  # with sentences: their language (auto: none in the prompt)
+    max_frames: int = 200  # with sentences: frame cap per generated sentence
     method: str = "awq"  # awq (activation-aware scales) | rtn (plain round-to-nearest, the baseline)
     group_size: int = 128  # input channels per scale/zero point; must divide every quantized width
     calib_rows: int = 128  # dataset rows that calibrate (after the held-out rows)
@@ -45,7 +49,7 @@ class QuantizeConfig:
             out.append(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.group_size < 2 or self.group_size % 2:
             out.append(f"group_size must be an even number >= 2 (128 at release), got {self.group_size}")
-        for key in ("calib_rows", "batch_size", "grid", "max_rows"):
+        for key in ("calib_rows", "batch_size", "grid", "max_rows", "max_frames"):
             if getattr(self, key) < 1:
                 out.append(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.heldout_rows < 0:
@@ -53,8 +57,13 @@ class QuantizeConfig:
         if required:
             if not str(self.model).strip():
                 out.append("pass --model CKPT (the Qwen3-TTS checkpoint folder to quantize)")
-            if not str(self.calib).strip():
-                out.append("pass --calib PREPARED_DIR (a `qwen-tts-ext prepare` output: the calibration data)")
+            if str(self.calib).strip() and self.sentences:
+                out.append("--calib and --sentences both give calibration data; give one")
+            elif not str(self.calib).strip() and not self.sentences:
+                out.append("pass --calib PREPARED_DIR (a `qwen-tts-ext prepare` output: the calibration data), "
+                           "or --sentences with --speaker")
+            elif self.sentences and not str(self.speaker).strip():
+                out.append("--sentences needs --speaker (a speaker of the checkpoint who speaks them)")
             if not str(self.output).strip():
                 out.append("pass --output DIR (a new folder for the quantized checkpoint)")
         return out

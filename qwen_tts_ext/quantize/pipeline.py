@@ -48,6 +48,16 @@ def check_widths(config: dict, group: int) -> None:
                         f"(e.g. {_divisor(list(widths.values()), group)})")
 
 
+def check_sentences(config: dict, sentences: list[str], speaker: str) -> None:
+    """Sentence calibration needs two sentences and a speaker the checkpoint knows (from config.json)."""
+    if len(sentences) < 2:
+        raise UserError(f"--sentences gives {len(sentences)} sentence(s); at least 2 are needed (1 held out)")
+    known = {str(k).lower() for k in (config.get("talker_config", {}).get("spk_id") or {})}
+    if speaker.lower() not in known:
+        raise UserError(f"--speaker {speaker!r} is not a speaker of the checkpoint (it has: "
+                        f"{', '.join(sorted(known)) or 'none: pass --calib with a prepared dataset'})")
+
+
 def _divisor(widths: list[int], group: int) -> int:
     g = group
     while g > 2 and any(w % g for w in widths):
@@ -73,7 +83,13 @@ def quantize_checkpoint(cfg: QuantizeConfig, *, result=_log, progress: bool | No
         raise UserError(f"--model {folder} is already quantized (it has {qck.INFO_FILE}); pass the float checkpoint")
     from qwen_tts_ext.prepared import read_prepared
 
-    read_prepared(cfg.calib)  # a bad dataset is one line before the model loads
+    from qwen_tts_ext.quantize.calibrate import read_sentences
+
+    sentences = read_sentences(cfg.sentences) if cfg.sentences else []
+    if cfg.calib:
+        read_prepared(cfg.calib)  # a bad dataset is one line before the model loads
+    else:
+        check_sentences(read_config(folder), sentences, cfg.speaker)
     out = check_output_dir(cfg.output, command=COMMAND, overwrite=cfg.overwrite,
                            inputs={"--model": folder, "--calib": cfg.calib})
     device, _ = resolve_device(cfg.device)
@@ -84,10 +100,19 @@ def quantize_checkpoint(cfg: QuantizeConfig, *, result=_log, progress: bool | No
 
     tts = Qwen3TTSModel.from_pretrained(str(folder), device_map=str(device), dtype=_DTYPES.get(cfg.dtype, "auto"))
     model = tts.model.eval()
-    from qwen_tts_ext.quantize.calibrate import ce_kl, codec0_logprobs, load_calibration, run_talker
+    from qwen_tts_ext.quantize.calibrate import ce_kl, codec0_logprobs, load_calibration, run_talker, \
+        sentence_calibration
 
-    data = load_calibration(model, tts.processor.tokenizer, cfg.calib, rows=cfg.calib_rows,
-                            heldout=cfg.heldout_rows, batch_size=cfg.batch_size, seed=cfg.seed)
+    if cfg.calib:
+        data = load_calibration(model, tts.processor.tokenizer, cfg.calib, rows=cfg.calib_rows,
+                                heldout=cfg.heldout_rows, batch_size=cfg.batch_size, seed=cfg.seed)
+    else:
+        bar = tqdm(total=min(len(sentences), cfg.calib_rows + cfg.heldout_rows), desc="speak", unit="sentence",
+                   disable=not progress)
+        data = sentence_calibration(tts, sentences, cfg.speaker, cfg.language, rows=cfg.calib_rows,
+                                    heldout=cfg.heldout_rows, batch_size=cfg.batch_size, seed=cfg.seed,
+                                    max_frames=cfg.max_frames, progress=bar.update)
+        bar.close()
     names = awq.target_names(model)
     modules = {n: model.get_submodule(n) for n in names}
     _log(f"calibrating on {len(data.calib_ids)} rows ({data.positions} talker positions), "

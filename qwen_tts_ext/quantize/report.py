@@ -72,7 +72,9 @@ def provenance(cfg, folder: Path, data, names: list[str], size: dict, seconds: f
         "quantized": names, "text_embedding_8bit": embed_8bit,
         "kept": "embeddings, codec head, norms, code predictor, speaker encoder, speech tokenizer: byte-identical",
         "source": {"path": str(folder), "id": cfg.model},
-        "calibration": {"data": str(cfg.calib), "rows": len(data.calib_ids), "positions": data.positions,
+        "calibration": {"data": str(cfg.calib) if cfg.calib else
+                        f"{len(data.calib_ids) + len(data.heldout_ids)} sentences spoken by the float model as "
+                        f"{cfg.speaker}", "rows": len(data.calib_ids), "positions": data.positions,
                         "heldout_rows": len(data.heldout_ids), "sha256": data.sha256, "seed": cfg.seed,
                         "heldout_ids": data.heldout_ids},
         "sizes": size, "seconds": round(seconds, 1),
@@ -146,7 +148,7 @@ def model_card(cfg, info: dict, rep: dict) -> str:
         f"| bits / group size | 4 / {cfg.group_size}, asymmetric with zero points |",
         f"| text embedding | {'int8 rows' if info['text_embedding_8bit'] else 'unchanged'} |",
         "| unchanged (byte-identical) | embeddings, codec head, norms, code predictor, speaker encoder, speech tokenizer |",
-        f"| calibration | {info['calibration']['rows']} rows of `{cfg.calib}`, sha256 `{info['calibration']['sha256']}` |",
+        f"| calibration | {info['calibration']['rows']} rows of `{info['calibration']['data']}`, sha256 `{info['calibration']['sha256']}` |",
         f"| projections | {_mb(s['projections_before'])} -> {_mb(s['projections_after'])} |",
         f"| weights (without speech tokenizer) | {_mb(s['weights_before'])} -> {_mb(s['weights_after'])} |",
         f"| libraries | torch {info['versions']['torch']}, torchao {info['versions']['torchao']} |", "",
