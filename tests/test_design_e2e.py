@@ -114,6 +114,7 @@ def test_design_voice_end_to_end_drops_planted_takes_and_locks_the_rest(tiny_vd,
     for side in ("designer_redescribed", "locked_speaker"):
         assert report[side]["clips"] == 4 and report[side]["embedded"] >= 2
         assert report[side]["pairwise_mean"] is not None and 0 < report[side]["pairwise_mean"] <= 1
+        assert report[side]["tagged_identical_to_untagged"] in (0, 1, 2)
     assert set(report["locked_tighter"]) == {"across_sentences_sd", "across_tags_sd", "pairwise_mean"}
 
     # the stock loader speaks the locked voice with an instruction

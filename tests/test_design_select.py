@@ -93,3 +93,28 @@ def test_consistency_numbers_and_verdict():
     tighter = {"across_sentences_sd": 0.01, "across_tags_sd": 0.2, "pairwise_mean": 0.999}
     assert verdict(got, tighter) == {"across_sentences_sd": True, "across_tags_sd": False, "pairwise_mean": True}
     assert verdict(got, {"across_sentences_sd": None})["across_sentences_sd"] is None
+
+
+def test_measure_and_report_flag_tags_that_change_nothing(tmp_path):
+    from qwen_tts_ext.design.report import measure, write_report
+
+    rng = np.random.default_rng(3)
+    base = {j: rng.standard_normal(24000).astype(np.float32) * 0.1 for j in range(2)}
+
+    def deaf(j, tag, text):  # a model that ignores its instruction: the same audio for every tag
+        return base[j]
+
+    def hearing(j, tag, text):
+        return base[j] * (1.0 if tag is None else 0.5)
+
+    centroid = np.ones(4) / 2.0
+    embed = lambda audio: np.abs(np.asarray([audio[:100].sum(), 1.0, 1.0, audio.std() * 10]))  # noqa: E731
+    a, clips_a = measure(hearing, ["one", "two"], [None, "Angry"], embed, centroid, tmp_path / "a")
+    b, clips_b = measure(deaf, ["one", "two"], [None, "Angry"], embed, centroid, tmp_path / "b")
+    assert a["tagged_identical_to_untagged"] == 0 and b["tagged_identical_to_untagged"] == 2
+    assert b["across_tags_sd"] == 0.0 and len(list((tmp_path / "b").glob("*.wav"))) == 4
+    doc = write_report(tmp_path, a, b, {"designer": clips_a, "locked": clips_b},
+                       {"name": "x", "description": "d", "sentences": 2, "tags": ["Angry"], "seed": 0, "notes": []})
+    md = (tmp_path / "consistency.md").read_text()
+    assert "(b): 2 tagged clip(s) are sample-identical" in md and "(a): " not in md
+    assert doc["locked_tighter"]["across_tags_sd"] is True  # the verdict alone would call it tighter: the note says why

@@ -89,6 +89,9 @@ def consistency_report(cfg, ready, tts: Any, export: Path, centroid: np.ndarray 
     b, clips_b = measure(locked_clip, sentences, tags, embed, centroid, out / "locked", tick=lambda: bar.update(1))
     bar.close()
     notes = ["(a) and (b) speak the same sentences with the same seeds; (b) is the export with the tag in the script."]
+    if synth.ignores_instructions:
+        notes.append(f"the {synth.model_size} model ignores instructions (stock qwen_tts drops them for 0.6B): tags "
+                     "cannot move (b), so its spread across tags says nothing about a locked delivery")
     if str(ready.model_type) == "base":
         notes.append("--model is a Base checkpoint: its instruction following is untrained, so tags may move (b) little")
     doc = write_report(out, a, b, {"designer": clips_a, "locked": clips_b}, {

@@ -69,10 +69,16 @@ def measure(clip_fn: Callable[[int, str | None, str], np.ndarray], sentences: li
     sims: list[list[float | None]] = []
     vectors: list[np.ndarray] = []
     clips = []
+    same_as_untagged = 0  # tagged clips sample-identical to the sentence's untagged clip: the tag changed nothing
     for j, text in enumerate(sentences):
         row: list[float | None] = []
+        first: np.ndarray | None = None
         for tag in tags:
             audio = clip_fn(j, tag, text)
+            if tag is None:
+                first = audio
+            elif first is not None and audio.shape == first.shape and np.array_equal(audio, first):
+                same_as_untagged += 1
             name = f"s{j:02d}-{(tag or 'untagged').lower().replace(' ', '_')}.wav"
             sf.write(str(out_dir / name), audio, SAMPLE_RATE, subtype="PCM_16")
             vec = embed(audio)
@@ -85,14 +91,12 @@ def measure(clip_fn: Callable[[int, str | None, str], np.ndarray], sentences: li
             if tick is not None:
                 tick()
         sims.append(row)
-    return spread(sims, vectors), clips
+    return {**spread(sims, vectors), "tagged_identical_to_untagged": same_as_untagged}, clips
 
 
 def write_report(out_dir: Path, a: dict, b: dict, clips: dict, meta: dict) -> dict:
     """consistency.json and consistency.md in ``out_dir``; returns the JSON."""
     holds = verdict(a, b)
-    doc = {"designer_redescribed": a, "locked_speaker": b, "locked_tighter": holds, "clips": clips, **meta}
-    (out_dir / "consistency.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
     fmt = lambda v: "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     word = {True: "yes", False: "NO", None: "not measured"}
     lines = [
@@ -109,7 +113,18 @@ def write_report(out_dir: Path, a: dict, b: dict, clips: dict, meta: dict) -> di
         lines.append(f"| {label} | {fmt(a.get(key))} | {fmt(b.get(key))} | {word[holds[key]] if key in holds else ''} |")
     lines += ["", f"Sentences: {meta.get('sentences')}; tags: {', '.join(meta.get('tags') or []) or '(none)'}; "
               f"seed {meta.get('seed')}.", ""]
-    for note in meta.get("notes", []):
+    notes = list(meta.get("notes", []))
+    for label, side in (("(a)", a), ("(b)", b)):
+        if side.get("tagged_identical_to_untagged"):
+            notes.append(f"{label}: {side['tagged_identical_to_untagged']} tagged clip(s) are sample-identical to their "
+                         "untagged clip: the tag did not change the audio, so its spread across tags is trivially 0")
+        if side.get("embedded", 0) < side.get("clips", 0):
+            notes.append(f"{label}: {side['clips'] - side['embedded']} of {side['clips']} clips had too little voiced "
+                         "audio for resemblyzer and are left out of the numbers")
+    meta["notes"] = notes
+    for note in notes:
         lines.append(f"- {note}")
     (out_dir / "consistency.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    doc = {"designer_redescribed": a, "locked_speaker": b, "locked_tighter": holds, "clips": clips, **meta}
+    (out_dir / "consistency.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
     return doc
