@@ -37,11 +37,43 @@ def _suggest(key: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+class Share(float):
+    """A share in [0, 1] such as a blend alpha; ``"3%"`` is read as 0.03. A bare number above 1 is refused with
+    the percent it probably meant (the Darwin card writes ``--alpha 3`` for 3%): "did you mean 3% (0.03)?"."""
+
+
+def parse_share(value: Any, where: str) -> float:
+    """``0.03``, ``"0.03"`` or ``"3%"`` -> 0.03; anything else (or outside [0, 1]) -> UserError naming ``where``."""
+    text = str(value).strip() if isinstance(value, str) else None
+    if isinstance(value, bool) or (text is None and not isinstance(value, (int, float))):
+        raise UserError(f"{where}: expected a number (a share like 0.03, or 3%), got {value!r}")
+    if text is not None and text.endswith("%"):
+        try:
+            pct = float(text[:-1].strip())
+        except ValueError:
+            raise UserError(f"{where}: {value!r} is not a percentage (write e.g. 3%)") from None
+        if not 0.0 <= pct <= 100.0:
+            raise UserError(f"{where}: {value!r} must be between 0% and 100%")
+        return pct / 100.0
+    try:
+        share = float(value)
+    except ValueError:
+        raise UserError(f"{where}: expected a number (a share like 0.03, or 3%), got {value!r}") from None
+    if 1.0 < share <= 100.0:
+        raise UserError(f"{where}: {share:g} is outside [0, 1]; did you mean {share:g}% ({share / 100:g})? "
+                        f"Write {share:g}% or {share / 100:g}")
+    if not 0.0 <= share <= 1.0:
+        raise UserError(f"{where}: {share:g} is outside [0, 1] (a share such as 0.03, or a percentage such as 3%)")
+    return share
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check/convert ``value`` to the annotated type ``tp``; raise UserError naming ``where``."""
     origin = get_origin(tp)
     if tp is Any:
         return value
+    if tp is Share:
+        return parse_share(value, where)
     if origin in (Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:

@@ -63,3 +63,22 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_config(Recipe, bad)
+
+
+def test_alpha_takes_a_share_or_a_percentage_and_a_bare_percent_number_is_refused_with_a_hint(capsys):
+    from qwen_tts_ext.cli import main
+
+    base = ["blend", "--tts", "/nonexistent/a", "--llm", "/nonexistent/b", "--output", "/tmp/x", "--dry-run"]
+    from qwen_tts_ext.blend.cli import COMMAND
+
+    assert COMMAND.parse(base[1:] + ["--alpha", "3%"]).alpha == pytest.approx(0.03)
+    assert COMMAND.parse(base[1:] + ["alpha=0.05"]).alpha == pytest.approx(0.05)
+    assert main(base + ["--alpha", "3"]) == 2
+    assert "did you mean 3% (0.03)?" in capsys.readouterr().err
+    from qwen_tts_ext.evaluation.cli import COMMAND as EVALUATE
+
+    cfg = EVALUATE.parse(["--model", "/m", "--llm", "/l", "alphas=[1%, 0.03, 5%]"])
+    assert cfg.alphas == pytest.approx([0.01, 0.03, 0.05])
+    with pytest.raises(UserError) as err:  # 1 is a valid share (the whole LLM FFN); 3 is not
+        EVALUATE.parse(["--model", "/m", "--llm", "/l", "alphas=[1, 3]"])
+    assert str(err.value) == "alphas[1]: 3 is outside [0, 1]; did you mean 3% (0.03)? Write 3% or 0.03"

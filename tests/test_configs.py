@@ -52,6 +52,27 @@ def test_emotions_yaml_loads_and_maps_tags():
         assert inst.known and inst.text
 
 
+# the command recipes checked by loading them strictly (every key known, every value valid)
+COMMAND_YAMLS = {"search.yaml": "qwen_tts_ext.blend.search_config:SearchConfig",
+                 "quantize.yaml": "qwen_tts_ext.quantize.config:QuantizeConfig",
+                 "design_voice.yaml": "qwen_tts_ext.design.config:DesignConfig"}
+
+
+@pytest.mark.parametrize("name", sorted(COMMAND_YAMLS))
+def test_command_yaml_has_only_known_keys_and_valid_values(name):
+    """Loaded strictly; the only refusals allowed are inputs the file leaves to the command line (no model...)."""
+    import importlib
+
+    from qwen_tts_ext.errors import UserError
+
+    module, _, cls = COMMAND_YAMLS[name].partition(":")
+    try:
+        load_config(getattr(importlib.import_module(module), cls), CONFIGS / name, [])
+    except UserError as exc:
+        bad = [line for line in str(exc).splitlines() if "unknown config key" in line or "expected" in line]
+        assert not bad, f"{name}: {bad}"
+
+
 def test_every_shipped_yaml_is_covered():
     covered = {"prepare.yaml", "blend.yaml", "emotions.yaml"} | {p.name for p in CONFIGS.glob("sft_*.yaml")}
-    assert {p.name for p in CONFIGS.glob("*.yaml")} == covered
+    assert {p.name for p in CONFIGS.glob("*.yaml")} == covered | set(COMMAND_YAMLS)

@@ -92,8 +92,9 @@ CASES = {
     "misspelled_key": (lambda w: ok(w, "alhpas=0"), "did you mean 'alphas'"),
     "misspelled_short_key": (lambda w: ok(w, "cap_margn=0.5"), "did you mean 'cap_margin'"),
     "short_key_and_flag_disagree": (lambda w: ok(w, "--seed", "3", "seed=4"), "disagree; give synthesis.seed once"),
-    "bad_alpha_list": (lambda w: ok(w, "--alphas", "0,abc"), "alphas[1]: expected a number, got 'abc'"),
-    "alpha_out_of_range": (lambda w: ok(w, "--alphas", "0,1.5"), "alphas must be in [0, 1], got 1.5"),
+    "bad_alpha_list": (lambda w: ok(w, "--alphas", "0,abc"), "alphas[1]: expected a number (a share like 0.03, or 3%), got 'abc'"),
+    "alpha_out_of_range": (lambda w: ok(w, "--alphas", "0,1.5"),
+                           "alphas[1]: 1.5 is outside [0, 1]; did you mean 1.5% (0.015)?"),
     "flag_and_override_disagree": (lambda w: ok(w, "--seed", "3", "synthesis.seed=4"), "disagree"),
     "greedy_and_sampling_disagree": (lambda w: ok(w, "--greedy", "synthesis.do_sample=true"), "disagree"),
     "missing_sentences_file": (lambda w: ok(w, "--sentences-file", w["tmp"] / "sentences.txt"),
@@ -138,7 +139,7 @@ def test_every_problem_is_reported_at_once(world, capsys):
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 5, err
     assert all(ln.startswith("error: ") for ln in lines)
-    for needle in ("'alhpas'", "'bogus'", "got 2", "tolerances.stop", "none.txt does not exist"):
+    for needle in ("'alhpas'", "'bogus'", "2 is outside [0, 1]", "tolerances.stop", "none.txt does not exist"):
         assert needle in err
 
 

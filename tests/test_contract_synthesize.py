@@ -108,7 +108,7 @@ CASES = {
     "out_dir_is_a_file": (lambda w: ["--model", w["cv"], "--speaker", "ryan", "--out-dir", w["file"], "Hi."],
                           "--out-dir"),
     "alpha_without_llm": (lambda w: cv(w, "--alpha", "0.03", "Hi."), "needs --llm"),
-    "alpha_out_of_range": (lambda w: cv(w, "--alpha", "2", "--llm", w["llm"], "Hi."), "alpha must be in [0, 1]"),
+    "alpha_out_of_range": (lambda w: cv(w, "--alpha", "2", "--llm", w["llm"], "Hi."), "alpha: 2 is outside [0, 1]; did you mean 2% (0.02)?"),
     "alpha_llm_missing": (lambda w: base(w, "--alpha", "0.03", "--llm", w["tmp"] / "no-llm", "Hi."), "no such folder"),
     "alpha_llm_is_tts": (lambda w: base(w, "--alpha", "0.03", "--llm", w["cv"], "Hi."), "not an LLM"),
     "alpha_llm_other_config": (lambda w: base(w, "--alpha", "0.03", "--llm", w["llm_wide"], "Hi."),

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from qwen_tts_ext.config import Share
 from qwen_tts_ext.errors import UserError
 
 PROJECTIONS = ("gate", "up", "down")
@@ -18,7 +19,7 @@ class BlendConfig:
     tts: str = ""  # Qwen3-TTS checkpoint: local folder or Hub id
     llm: str = ""  # Qwen3 causal LM with the talker's dimensions: local folder or Hub id
     output: str = ""  # new checkpoint folder
-    alpha: float = 0.03  # default alpha for every blended tensor
+    alpha: Share = 0.03  # default alpha for every blended tensor
     alpha_per_layer: Any = None  # list / gradient anchors / {gate: .., up: .., down: ..} / YAML or JSON file
     freeze_layers: Any = field(default_factory=list)  # layers kept at alpha 0, e.g. [0, 1] or "0-3,27"
     tensors: list[str] = field(default_factory=lambda: list(PROJECTIONS))  # which projections blend

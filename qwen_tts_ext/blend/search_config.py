@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from qwen_tts_ext.config import Share
 from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.synthesis.config import RuntimeRef, SynthesisOptions, VoiceRef
 
@@ -32,7 +33,7 @@ DEFAULT_WEIGHTS = {"contrast": 1.0, "duration": 1.0, "spk_sim": 1.0, "mos_distil
 class GenomeConfig:
     """What is searched: one ratio per talker layer (or per layer and projection), bounded, some frozen."""
 
-    alpha_max: float = 0.08  # upper bound of every gene (10% is known to run away)
+    alpha_max: Share = 0.08  # upper bound of every gene (10% is known to run away)
     start: float = FLAT_ALPHA  # the start point: every gene at this ratio (the card's flat 3%)
     per_projection: bool = False  # one gene per layer and projection (gate/up/down) instead of per layer
     freeze_layers: Any = field(default_factory=list)  # layers pinned at 0, e.g. [0, 1] or "0-3,27"

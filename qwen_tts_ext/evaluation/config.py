@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from qwen_tts_ext.config import Share
 from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.evaluation.recommend import Tolerances
 from qwen_tts_ext.synthesis.config import RuntimeRef, SynthesisOptions, VoiceRef
@@ -38,7 +39,7 @@ class EvaluateConfig:
     voice: VoiceRef = field(default_factory=VoiceRef)  # --speaker, --ref-audio, --speakers-file
     synthesis: SynthesisOptions = field(default_factory=SynthesisOptions)  # --language, --seed, --greedy, caps
     llm: str = ""  # Qwen3 LLM blended in for alphas > 0
-    alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))  # 0 is always added
+    alphas: list[Share] = field(default_factory=lambda: list(DEFAULT_ALPHAS))  # 0 is always added
     sentences: list[str] = field(default_factory=list)  # test sentences (default: 6 built-in)
     sentences_file: str = ""  # test sentences, one per line (# comments); wins over `sentences`
     script: str = DEFAULT_SCRIPT  # tagged script for identity drift ("" = none)

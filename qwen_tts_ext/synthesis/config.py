@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qwen_tts_ext.config import Share
 from qwen_tts_ext.errors import UserError
 
 # The tts_model_type values the synthesis engine speaks with (voice_design checkpoints have no fixed voice).
@@ -144,7 +145,7 @@ class SynthesizeConfig:
     synthesis: SynthesisOptions = field(default_factory=SynthesisOptions)
     text: str = ""  # the tagged script
     script_file: str = ""  # or read it from this UTF-8 file
-    alpha: float = 0.0  # runtime Darwin blend weight of the LLM's FFNs (0 = off)
+    alpha: Share = 0.0  # runtime Darwin blend weight of the LLM's FFNs (0 = off)
     llm: str = ""  # Qwen3 LLM checkpoint for alpha > 0
     emotions: str = ""  # tag -> instruction YAML (default configs/emotions.yaml)
     out: str = ""  # output WAV (default: a timestamped file in out_dir)
