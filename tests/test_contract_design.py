@@ -57,7 +57,7 @@ CASES = {
     "speaker_as_quality_judge": (lambda w: ok(w, "filter.judges=[speaker]"), "always uses the speaker judge"),
     "missing_sentences": (lambda w: ok(w, "--sentences", w["tmp"] / "none.txt"), "does not exist"),
     "empty_sentences": (lambda w: ok(w, "--sentences", w["empty"]), "has no sentences"),
-    "unknown_language_list": (lambda w: ok(w, "--language", "klingon"), "klingon.txt does not exist"),
+    "unknown_language_list": (lambda w: ok(w, "--language", "klingon"), "no shipped sentence list for --language 'klingon' (shipped: chinese, english"),
     "extra_take_missing_audio": (lambda w: ok(w, "render.extra_takes=" + str(w["extra"])), "'gone.wav' not found"),
     "no_takes": (lambda w: ok(w, "--takes", "0"), "render.takes must be >= 1"),
     "one_report_sentence": (lambda w: ok(w, "report.sentences=1"), "report.sentences=1"),

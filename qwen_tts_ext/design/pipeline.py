@@ -95,7 +95,7 @@ def check(cfg: DesignConfig) -> Ready:
     resolved = _attempt(problems, lambda: resolve_device(cfg.device, cfg.dtype))
     if resolved is not None:
         cfg.device, cfg.dtype = resolved  # what "auto" means on this machine, from here on
-    sentences = _attempt(problems, lambda: read_sentences(cfg.sentences_file()), [])
+    sentences = _attempt(problems, lambda: _sentences(cfg), [])
     train_s, report_s, overlap = split_sentences(sentences, cfg.render.num_sentences, cfg.report.sentences)
     if sentences and overlap and cfg.report.sentences:
         notes.append(f"the sentence list ({len(sentences)}) is too short to hold out {cfg.report.sentences} report "
@@ -121,6 +121,17 @@ def check(cfg: DesignConfig) -> Ready:
         "--designer": cfg.designer, "--model": cfg.model, "--speaker-encoder": cfg.speaker_encoder}))
     UserError.collect(problems)
     return Ready(designer, model, model_type, cfg.speaker_encoder, train_s, report_s, extra, out, notes)
+
+
+def _sentences(cfg: DesignConfig) -> list[str]:
+    from qwen_tts_ext.design.config import SENTENCES_DIR
+
+    path = cfg.sentences_file()
+    if not cfg.render.sentences and not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in SENTENCES_DIR.glob("*.txt"))) or "(none found)"
+        raise UserError(f"no shipped sentence list for --language {cfg.render.language!r} (shipped: {shipped}); "
+                        "pass --sentences FILE with one sentence a line")
+    return read_sentences(path)
 
 
 def _bar(total: int, desc: str, cfg: DesignConfig):
