@@ -11,6 +11,11 @@ resamples each file with librosa), write ``audio_codes`` into an output JSONL. O
 validation, x-vectors for every clip, and a ``datasets`` dataset besides the JSONL.
 
     python scripts/bench_prepare.py --clips 96 --repeats 5
+    python scripts/bench_prepare.py --processes 2     # + our command in 1 vs 2 processes (accelerate launch)
+
+With ``--processes N`` two more rows time our command as a user runs it, start-up included:
+``python finetuning/prepare_data.py`` (1 process) and ``accelerate launch --multi_gpu --num_processes N
+finetuning/prepare_data.py`` (N ranks over gloo, each with cores/N threads, merged by the main rank).
 """
 
 from __future__ import annotations
@@ -121,11 +126,42 @@ def _child(args) -> None:
     print(json.dumps({"seconds": time.perf_counter() - t0}))
 
 
+def _time_command(work: Path, processes: int, workers: int, env: dict) -> float | None:
+    """Seconds of our command as users run it (fresh output): 1 process plain, N under accelerate launch."""
+    import shutil
+    import socket
+
+    out = work / f"cmd-{processes}"
+    shutil.rmtree(out, ignore_errors=True)
+    repo = Path(__file__).resolve().parents[1]
+    tail = [str(repo / "finetuning" / "prepare_data.py"), "--manifest", str(work / "manifest.jsonl"), "--model",
+            str(work / "tiny"), "--output", str(out), "--quiet"]
+    if processes == 1:
+        cmd = [sys.executable] + tail + ["--num-workers", str(workers)]
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        per = max(1, (os.cpu_count() or 1) // processes)
+        env = dict(env, OMP_NUM_THREADS=str(per), CUDA_VISIBLE_DEVICES="")
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(port)] + tail + ["--num-workers", str(max(1, workers // processes))]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        print(r.stderr[-3000:], file=sys.stderr)
+        return None
+    return time.perf_counter() - t0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=96, help="corpus size (default 96)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (default 5)")
     p.add_argument("--workers", type=int, default=2, help="our decoding threads (default 2)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="also time our command in 1 vs N processes under accelerate launch (default 1: not timed)")
     p.add_argument("--work", help=argparse.SUPPRESS)
     p.add_argument("--child", choices=["official", "ours"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -151,16 +187,22 @@ def main(argv=None) -> int:
         audio_s = sum(durations)
         print(f"corpus: {len(rows)} clips, {audio_s:.1f} s of audio, {min(durations):.1f}-{max(durations):.1f} s "
               f"per clip, 22.05 kHz mono WAV; {os.cpu_count()} CPU cores", flush=True)
-        times: dict[str, list[float]] = {"official": [], "ours": []}
+        impls = ["official", "ours"] + (["cmd-1", f"cmd-{args.processes}"] if args.processes > 1 else [])
+        times: dict[str, list[float]] = {impl: [] for impl in impls}
         for rep in range(args.repeats):
-            for impl in ("official", "ours"):
-                cmd = [sys.executable, __file__, "--child", impl, "--work", str(work), "--workers", str(args.workers)]
+            for impl in impls:
                 env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-                r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                if r.returncode != 0:
-                    print(r.stderr[-3000:], file=sys.stderr)
-                    return 1
-                sec = json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
+                if impl.startswith("cmd-"):
+                    sec = _time_command(work, int(impl[4:]), args.workers, env)
+                    if sec is None:
+                        return 1
+                else:
+                    cmd = [sys.executable, __file__, "--child", impl, "--work", str(work), "--workers", str(args.workers)]
+                    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                    if r.returncode != 0:
+                        print(r.stderr[-3000:], file=sys.stderr)
+                        return 1
+                    sec = json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
                 times[impl].append(sec)
                 print(f"  run {rep + 1} {impl:<8} {sec:7.2f} s", flush=True)
         # sanity: both produced codes for every clip, and ours match the official frame counts
@@ -172,12 +214,18 @@ def main(argv=None) -> int:
         print()
         print(f"{'':10} {'median s':>9} {'clips/s':>9} {'audio-s/s':>10} {'best s':>8} {'clips/s':>9} {'audio-s/s':>10}")
         med, best = {}, {}
-        for impl in ("official", "ours"):
+        for impl in impls:
             med[impl], best[impl] = statistics.median(times[impl]), min(times[impl])
             print(f"{impl:10} {med[impl]:9.2f} {len(rows) / med[impl]:9.2f} {audio_s / med[impl]:10.2f} "
                   f"{best[impl]:8.2f} {len(rows) / best[impl]:9.2f} {audio_s / best[impl]:10.2f}")
         print(f"\nspeed-up (ours / official, clips/s): median {med['official'] / med['ours']:.2f}x, "
               f"best-of-{args.repeats} {best['official'] / best['ours']:.2f}x")
+        if args.processes > 1:
+            n = args.processes
+            print(f"our command, {n} processes / 1 process (clips/s, start-up included): median "
+                  f"{med['cmd-1'] / med[f'cmd-{n}']:.2f}x, best-of-{args.repeats} {best['cmd-1'] / best[f'cmd-{n}']:.2f}x; "
+                  f"{n} processes / official: median {med['official'] / med[f'cmd-{n}']:.2f}x")
+            print(f"(load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
         print("(timings on a shared machine are noisy: runs alternate, each in a fresh process)")
         print("(ours also validates every clip, computes an x-vector per clip and writes a datasets dataset)")
     return 0
