@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     common = ["--work", str(work), "--shape", a.shape] + (["--layers", str(a.layers)] if a.layers else [])
     _child(common + ["--phase", "build"])
-    qargs = [f"calib_rows={a.calib_rows}", "heldout_rows=2", f"max_rows={a.max_rows}", f"grid={a.grid}"]
+    qargs = ["judges=[]", f"calib_rows={a.calib_rows}", "heldout_rows=2", f"max_rows={a.max_rows}", f"grid={a.grid}"]
     runs = {"int4": _child(common + ["--phase", "quantize", "--", "int4", *qargs])}
     if a.embed_8bit:
         runs["int4-e8"] = _child(common + ["--phase", "quantize", "--", "int4-e8", *qargs, "embed_8bit=true"])

@@ -66,6 +66,7 @@ CASES = [
     ("odd-group", lambda w: ok(w, "--group-size", "33"), "group_size must be an even number"),
     ("group-not-dividing", lambda w: ok(w, "--group-size", "256"), "does not divide"),
     ("bad-dtype", lambda w: ok(w, "--dtype", "int4"), "dtype must be one of"),
+    ("unknown-judge", lambda w: ok(w, "--judges", "speaker,utmos"), "unknown judge(s) utmos"),
     ("zero-rows", lambda w: ok(w, "--calib-rows", "0"), "calib_rows must be >= 1"),
     ("model-missing", lambda w: ok(w, "--model", w["tmp"] / "nope"), "nope"),
     ("model-is-llm", lambda w: ok(w, "--model", w["llm"]), "not a Qwen3-TTS checkpoint"),
@@ -120,3 +121,19 @@ def test_registered_in_the_suite_cli():
 
     cli._optional_commands()
     assert cli.COMMANDS["quantize"][0] == "qwen_tts_ext.quantize.cli"
+
+
+def test_quantize_yaml_loads_and_names_every_key():
+    from dataclasses import fields
+    from pathlib import Path
+
+    import yaml
+
+    from qwen_tts_ext.config import load_config
+    from qwen_tts_ext.quantize.config import QuantizeConfig
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "quantize.yaml"
+    cfg = load_config(QuantizeConfig, path, ["model=/a", "calib=/p", "output=/b"])
+    cfg.check()
+    assert cfg.group_size == 128 and cfg.method == "awq" and cfg.calib_rows == 128
+    assert set(yaml.safe_load(path.read_text())) == {f.name for f in fields(QuantizeConfig)}

@@ -29,7 +29,7 @@ def _quantize(ft, out: Path, *extra: str) -> dict:
     from qwen_tts_ext.quantize.pipeline import quantize_checkpoint
 
     cfg = load_config(QuantizeConfig, None, [f"model={ft[0]}", f"calib={ft[1]}", f"output={out}",
-                                             f"group_size={GROUP}", f"heldout_rows={HELDOUT}", *extra])
+                                             f"group_size={GROUP}", f"heldout_rows={HELDOUT}", "judges=[]", *extra])
     return quantize_checkpoint(cfg, progress=False)
 
 
@@ -178,7 +178,7 @@ def test_cli_rtn_with_8bit_text_embedding(ft, tmp_path, capsys):
 
     out = tmp_path / "rtn-e8"
     rc = main(["--model", str(ft[0]), "--calib", str(ft[1]), "--output", str(out), "--method", "rtn",
-               "--embed-8bit", "--heldout-rows", "0", f"group_size={GROUP}"])
+               "--embed-8bit", "--heldout-rows", "0", f"group_size={GROUP}", "judges=[]"])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert cap.out.strip().splitlines()[-1] == f"wrote {out}"
@@ -197,7 +197,7 @@ def test_cli_rtn_with_8bit_text_embedding(ft, tmp_path, capsys):
         assert torch.allclose(emb(ids), ref(ids), atol=float(ref.weight.abs().max()) / 127)
     # a second run over its own output needs --overwrite; with it, the folder is replaced
     assert main(["--model", str(ft[0]), "--calib", str(ft[1]), "--output", str(out), "--method", "rtn",
-                 "--heldout-rows", "0", f"group_size={GROUP}"]) == 2
+                 "--heldout-rows", "0", f"group_size={GROUP}", "judges=[]"]) == 2
     capsys.readouterr()
 
 
@@ -212,7 +212,7 @@ def test_sentences_calibrate_without_a_dataset(ft, tmp_path, capsys):
 
     def argv(dest):
         return ["--model", str(ft[0]), "--sentences", str(prompts), "--speaker", "Alice", "--language", "english",
-                "--output", str(dest), "--heldout-rows", "1", "max_frames=30", f"group_size={GROUP}"]
+                "--output", str(dest), "--heldout-rows", "1", "max_frames=30", f"group_size={GROUP}", "judges=[]"]
 
     assert main(argv(out)) == 0, capsys.readouterr().err
     info = json.loads((out / "quantization.json").read_text())
@@ -224,3 +224,15 @@ def test_sentences_calibrate_without_a_dataset(ft, tmp_path, capsys):
     assert main(argv(tmp_path / "sent2")) == 0
     assert json.loads((tmp_path / "sent2" / "quantization.json").read_text())["calibration"]["sha256"] == cal["sha256"]
     capsys.readouterr()
+
+
+def test_judges_score_float_and_int4_renderings(ft, tmp_path):
+    """--judges: the same sentences, seeds and speaker through the float and the int4 projections, judged offline."""
+    res = _quantize(ft, tmp_path / "judged", "judges=[timing]", "speaker=bob", "language=english", "heldout_rows=0")
+    j = res["report"]["judges"]
+    assert j["speaker"] == "bob" and len(j["sentences"]) == 3
+    assert set(j["frames"]) == {"float", "int4"} and all(f > 0 for f in j["frames"]["int4"])
+    m = j["metrics"]
+    assert m["stopped_by_eos"]["better"] == "higher" and m["stopped_by_eos"]["int4"] is not None
+    assert m["duration_ratio"]["float"] is not None and m["duration_ratio"]["int4"] is not None
+    assert "| stopped_by_eos |" in (tmp_path / "judged" / "quantize_report.md").read_text()

@@ -50,6 +50,8 @@ COMMAND = Command(
         Option("group_size", "--group-size", "input channels per scale and zero point (default 128)", metavar="N"),
         Option("calib_rows", "--calib-rows", "dataset rows that calibrate (default 128)", metavar="N"),
         Option("heldout_rows", "--heldout-rows", "rows kept out to measure CE/KL (default 8; 0: none)", metavar="N"),
+        Option("judges", "--judges", "judges on 3 sentences spoken by the float and the int4 model (custom_voice "
+               "checkpoints; default speaker,distillmos,dnsmos,asr,timing; [] = none)", metavar="LIST"),
         Option("embed_8bit", "--embed-8bit", "also store the text embedding as int8 rows", switch=True),
         Option("dtype", "--dtype", "dtype to load and calibrate in: auto (the checkpoint's), float32, bfloat16"),
         Option("device", "--device", "where calibration runs: cpu (default), cuda, cuda:N"),

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from qwen_tts_ext.errors import UserError
 
 METHODS = ("awq", "rtn")
+# judges on a few sentences spoken by the float and the int4 model (custom_voice checkpoints); [] = none
+DEFAULT_JUDGES = ("speaker", "distillmos", "dnsmos", "asr", "timing")
+JUDGE_NAMES = ("speaker", "speaker_ecapa", "distillmos", "dnsmos", "asr", "timing")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -31,6 +34,7 @@ class QuantizeConfig:
     batch_size: int = 4  # rows per talker forward
     grid: int = 20  # scale ratios tried per projection (0, 1/grid, ..., (grid-1)/grid)
     max_rows: int = 4096  # input rows sampled per projection for the scale search and the error report
+    judges: list[str] = field(default_factory=lambda: list(DEFAULT_JUDGES))  # [] = none; needs a speaker
     embed_8bit: bool = False  # also store the text embedding (151936 rows at release) as int8 rows
     dtype: str = "auto"  # dtype the model is loaded and calibrated in (auto: the checkpoint's)
     device: str = "cpu"  # where calibration runs (cpu, cuda, cuda:0)
@@ -42,6 +46,13 @@ class QuantizeConfig:
 
     def problems(self, required: bool = True) -> list[str]:
         out = []
+        names = []
+        for item in self.judges:
+            names.extend(n.strip().lower() for n in str(item).split(",") if n.strip())
+        self.judges = list(dict.fromkeys(names))
+        unknown = [n for n in self.judges if n not in JUDGE_NAMES]
+        if unknown:
+            out.append(f"unknown judge(s) {', '.join(unknown)}; choose from {', '.join(JUDGE_NAMES)} ([] = none)")
         self.method = str(self.method).lower()
         if self.method not in METHODS:
             out.append(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")

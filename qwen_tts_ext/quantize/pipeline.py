@@ -152,6 +152,18 @@ def quantize_checkpoint(cfg: QuantizeConfig, *, result=_log, progress: bool | No
         for n, mod in originals.items():
             qck._set_module(model, n, mod)
     chosen = awq_q if cfg.method == "awq" else rtn
+    judged = None
+    if cfg.judges:
+        from qwen_tts_ext.quantize.judged import judge_renderings
+
+        originals = dict(modules)
+
+        def swap(label: str, model=model) -> None:
+            for n, mod in originals.items():
+                qck._set_module(model, n, mod if label == "float" else
+                                Int4Linear(chosen[n], mod.bias).to(mod.weight.device))
+
+        judged = judge_renderings(tts, cfg.speaker, swap, cfg.judges, language=cfg.language, seed=cfg.seed, log=_log)
     embed = None
     if cfg.embed_8bit:
         embed = qck.quantize_rows_int8(model.get_submodule(qck.TEXT_EMBEDDING).weight.detach().cpu())
@@ -163,7 +175,7 @@ def quantize_checkpoint(cfg: QuantizeConfig, *, result=_log, progress: bool | No
     with LazyCheckpoint(folder) as src:
         sizes = report.sizes(src, chosen, embed)
         info = report.provenance(cfg, folder, data, sorted(chosen), sizes, seconds, embed is not None)
-        rep = report.build(cfg, info, layers, quality)
+        rep = report.build(cfg, info, layers, quality, judged)
         skip = {f"{n}.weight" for n in chosen} | ({f"{qck.TEXT_EMBEDDING}.weight"} if embed is not None else set())
         with output_dir(out, command=COMMAND, overwrite=cfg.overwrite) as tmp:
             copy_support_files(folder, tmp, exclude=qck.OWN_FILES)

@@ -83,7 +83,7 @@ def provenance(cfg, folder: Path, data, names: list[str], size: dict, seconds: f
     }
 
 
-def build(cfg, info: dict, layers: list[dict], quality: dict) -> dict:
+def build(cfg, info: dict, layers: list[dict], quality: dict, judged: dict | None = None) -> dict:
     def mean(key):
         vals = [r[key] for r in layers if math.isfinite(r[key])]
         return sum(vals) / len(vals) if vals else None
@@ -91,7 +91,7 @@ def build(cfg, info: dict, layers: list[dict], quality: dict) -> dict:
     return {"method": cfg.method, "group_size": cfg.group_size, "layers": layers,
             "mean_sqnr_rtn_db": mean("sqnr_rtn_db"), "mean_sqnr_awq_db": mean("sqnr_awq_db"),
             "quality": quality, "sizes": info["sizes"], "calibration": info["calibration"],
-            "judges": "not run (synthesize a few sentences and run `qwen-tts-ext score` on both checkpoints)"}
+            "judges": judged or {"skipped": "not asked for (judges: [])"}}
 
 
 def _mb(n: int) -> str:
@@ -124,7 +124,17 @@ def markdown(rep: dict) -> str:
     for r in rep["layers"]:
         lines.append(f"| {r['name']} | {r['shape'][0]}x{r['shape'][1]} | {r['rows']} | {r['sqnr_rtn_db']:.2f} | "
                      f"{r['sqnr_awq_db']:.2f} | {r['awq_ratio']:.2f} |")
-    lines += ["", f"Judges: {rep['judges']}.", ""]
+    j = rep["judges"]
+    if "metrics" in j:
+        lines += ["", f"Judges on {len(j['sentences'])} sentences spoken as {j['speaker']} (same seeds; the float "
+                  "rendering is the speaker reference):", "", "| metric | float | int4 | better |", "|---|---|---|---|"]
+        for m, v in j["metrics"].items():
+            fmt = (lambda x: "-" if x is None else f"{x:.4g}")
+            lines.append(f"| {m} | {fmt(v['float'])} | {fmt(v['int4'])} | {v['better'] or ''} |")
+        lines += [f"- {n}" for n in j.get("notes", [])]
+    else:
+        lines += ["", f"Judges: {j.get('skipped')}."] + [f"- {n}" for n in j.get("notes", [])]
+    lines.append("")
     return "\n".join(lines)
 
 
