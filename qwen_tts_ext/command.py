@@ -282,7 +282,8 @@ class Command:
                 cfg = self.parse(argv)
                 code = self._run_function()(cfg)
             except UserError as exc:
-                print_user_error(exc)
+                if _main_process():  # under accelerate launch / torchrun every rank finds the same mistake
+                    print_user_error(exc)
                 return EXIT_USER_ERROR
             except KeyboardInterrupt:
                 print("interrupted", file=sys.stderr)
@@ -294,6 +295,13 @@ class Command:
                 print(f"error: {message}", file=sys.stderr)
                 return EXIT_USER_ERROR
         return 0 if code is None else int(code)
+
+
+def _main_process() -> bool:
+    """Rank 0 of a multi-process launch (``RANK`` from accelerate launch / torchrun), or a lone process."""
+    import os
+
+    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def _os_error_line(exc: OSError) -> str | None:
