@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 
-def prepare_and_train(cfg, ready, kept: list[dict], tmp: Path) -> Path:
-    """Data prep then SFT on the kept takes; returns the export folder."""
+def prepare_and_train(cfg, ready, kept: list[dict], tmp: Path, root: Path) -> Path:
+    """Data prep then SFT on the kept takes (audio at ``root / audio``); returns the export folder."""
     from qwen_tts_ext.config import load_config
     from qwen_tts_ext.prep import PrepareConfig, prepare
     from qwen_tts_ext.prep.report import write_jsonl
@@ -29,7 +29,7 @@ def prepare_and_train(cfg, ready, kept: list[dict], tmp: Path) -> Path:
     from qwen_tts_ext.train.loop import train
 
     manifest = tmp / "selection" / "corpus.jsonl"
-    write_jsonl(manifest, [{"audio": str(tmp / r["audio"]), "text": r["text"], "speaker": cfg.name, "language": r["language"]}
+    write_jsonl(manifest, [{"audio": str(root / r["audio"]), "text": r["text"], "speaker": cfg.name, "language": r["language"]}
                            for r in kept])
     base = [f"manifest={manifest}", f"model={ready.model}", f"output={tmp / 'prepared'}", f"device={cfg.device}",
             "ref_mode=all", f"progress={'true' if cfg.progress else 'false'}"]

@@ -9,13 +9,17 @@
 Output folder (built beside ``--output`` and renamed into place when complete): ``takes/`` (WAVs +
 takes.jsonl), ``selection/`` (scores.jsonl, kept.jsonl, rejects.jsonl, selection.json), ``prepared/``,
 ``run/`` (the SFT run; ``run/export`` is the checkpoint), ``report/`` (consistency.md/json and its clips),
-``design.json`` (settings, versions, counts). Paths recorded inside ``prepared/`` and ``run/`` name the
-build folder (``.OUTPUT.tmp-*``) they were written in.
+``design.json`` (settings, versions, counts). Takes are rendered in ``.OUTPUT.design-work/`` beside the
+output (keyed by the settings that shape a take) and moved in at the end, so a failed or interrupted run
+resumes rendering where it stopped. Paths recorded inside ``prepared/`` and ``run/`` name the folders they
+were written in (the work and build folders).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -119,8 +123,24 @@ def check(cfg: DesignConfig) -> Ready:
                                            "prepare"))
     out = _attempt(problems, lambda: check_output_dir(cfg.output, command=COMMAND, overwrite=cfg.overwrite, inputs={
         "--designer": cfg.designer, "--model": cfg.model, "--speaker-encoder": cfg.speaker_encoder}))
+    if out is not None and work_dir(out).exists() and not (work_dir(out) / "fingerprint.json").is_file():
+        problems.append(f"{work_dir(out)} is in the way (not a design-voice work folder: no fingerprint.json); "
+                        "move it away")
     UserError.collect(problems)
     return Ready(designer, model, model_type, cfg.speaker_encoder, train_s, report_s, extra, out, notes)
+
+
+def work_dir(output: Path) -> Path:
+    """Where takes are rendered until the run completes (beside ``--output``): a rerun resumes from it."""
+    return output.parent / f".{output.name}.design-work"
+
+
+def render_fingerprint(cfg: DesignConfig, designer: Path) -> dict:
+    """Everything besides a take's text and seed that shapes its audio (a change starts the takes over)."""
+    r = cfg.render
+    return {"designer": str(designer), "description": cfg.description, "language": r.language, "dtype": cfg.dtype,
+            "sampling": [r.temperature, r.top_k, r.top_p], "cap": [r.cap_margin, r.cap_slack_seconds,
+                                                                 r.max_segment_seconds]}
 
 
 def _sentences(cfg: DesignConfig) -> list[str]:
@@ -164,9 +184,10 @@ def _read_24k(path: Path):
     return resample(audio.mean(axis=1), sr, 24000)
 
 
-def judge_takes(records: list[dict], cfg: DesignConfig, tmp: Path) -> tuple[list[dict], list[dict], Any, list[str]]:
-    """Score every take, run the identity filter and the gates; write ``selection/``. Returns
-    ``(kept, rejects, identity, notes)``."""
+def judge_takes(records: list[dict], cfg: DesignConfig, tmp: Path, root: Path) -> tuple[list[dict], list[dict], Any,
+                                                                                    list[str]]:
+    """Score every take (``root / audio``), run the identity filter and the gates; write ``tmp/selection/``.
+    Returns ``(kept, rejects, identity, notes)``."""
     from qwen_tts_ext.design.select import identity_filter, select
     from qwen_tts_ext.evaluation.judges import Clip, load_judge, load_judges, score_clips
 
@@ -178,7 +199,7 @@ def judge_takes(records: list[dict], cfg: DesignConfig, tmp: Path) -> tuple[list
     clips, embeddings = [], []
     bar = _bar(len(records), "embed takes", cfg)
     for rec in records:
-        audio = _read_24k(tmp / rec["audio"])  # a relative take path, or an extra take's absolute one
+        audio = _read_24k(root / rec["audio"])  # a relative take path, or an extra take's absolute one
         meta = {} if rec["stopped_by_eos"] is None else {k: rec[k] for k in ("stopped_by_eos", "frames", "frame_cap")}
         clips.append(Clip(audio, 24000, id=rec["id"], text=rec["text"], language=rec["language"], meta=meta))
         embeddings.append(speaker.embed(audio, 24000))
@@ -234,16 +255,24 @@ def build(cfg: DesignConfig, ready: Ready, tmp: Path) -> dict:
     """Everything after the checks, inside the build folder ``tmp``; returns design.json's content."""
     from qwen_tts_ext.design import lock, render
 
+    work = work_dir(ready.output)
+    fingerprint = render_fingerprint(cfg, ready.designer)
+    if work.is_dir() and json.loads((work / "fingerprint.json").read_text()) != fingerprint:
+        shutil.rmtree(work)  # ours (check() saw its fingerprint), rendered with other settings
+    (work / "takes").mkdir(parents=True, exist_ok=True)
+    (work / "fingerprint.json").write_text(json.dumps(fingerprint, indent=2, ensure_ascii=False), encoding="utf-8")
+    done = len(list((work / "takes").glob("*.json")))
+    if done:
+        print(f"resuming: {done} take(s) already rendered in {work}", file=sys.stderr)
     tts = render.load_designer(ready.designer, cfg.device, cfg.dtype)
     bar = _bar(len(ready.train_sentences) * cfg.render.takes, "render takes", cfg)
-    records = render.render_takes(tts, ready.train_sentences, cfg.description, cfg.render, tmp / "takes",
+    records = render.render_takes(tts, ready.train_sentences, cfg.description, cfg.render, work / "takes",
                                   tick=lambda: bar.update(1))
     bar.close()
     records += render.extra_take_records(ready.extra, cfg.render.language)
     from qwen_tts_ext.prep.report import write_jsonl
 
-    write_jsonl(tmp / "takes" / "takes.jsonl", records)
-    kept, rejects, identity, notes = judge_takes(records, cfg, tmp)
+    kept, rejects, identity, notes = judge_takes(records, cfg, tmp, work)
     from collections import Counter
 
     why = ", ".join(f"{n} {reason}" for reason, n in sorted(Counter(r["reason"] for r in rejects).items()))
@@ -251,8 +280,9 @@ def build(cfg: DesignConfig, ready: Ready, tmp: Path) -> dict:
     if len(kept) < cfg.filter.min_kept:
         raise UserError(f"only {len(kept)} take(s) passed the filter (filter.min_kept={cfg.filter.min_kept}); see "
                         "the reasons above. Render more (render.num_sentences, render.takes) or loosen the filter "
-                        "(filter.max_distance, filter.max_cer, ...); nothing was written")
-    export = lock.prepare_and_train(cfg, ready, kept, tmp)
+                        f"(filter.max_distance, filter.max_cer, ...); no output was written, and the rendered takes "
+                        f"stay in {work} for a rerun with the same designer, description and sampling")
+    export = lock.prepare_and_train(cfg, ready, kept, tmp, work)
     selection = json.loads((tmp / "selection" / "selection.json").read_text())
     consistency = None
     if ready.report_sentences:
@@ -270,4 +300,7 @@ def build(cfg: DesignConfig, ready: Ready, tmp: Path) -> dict:
     }
     lock.write_card(export, design)
     (export / "design.json").write_text(json.dumps(design, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    os.replace(work / "takes", tmp / "takes")  # the work folder's takes become the output's (same parent folder)
+    write_jsonl(tmp / "takes" / "takes.jsonl", records)
+    shutil.rmtree(work)
     return design

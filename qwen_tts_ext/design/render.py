@@ -14,6 +14,7 @@ another voice), because a tiny random designer need not change its voice with th
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +130,12 @@ def cap_for(text: str, render_cfg) -> int:
 
 def render_takes(tts: Any, sentences: list[str], description: str, render_cfg, out_dir: Path,
                  tick: Callable[[], Any] | None = None) -> list[dict]:
-    """Render ``render_cfg.takes`` seeds of every sentence into ``out_dir`` (WAVs); return their records."""
+    """Render ``render_cfg.takes`` seeds of every sentence into ``out_dir`` (WAVs); return their records.
+
+    A take whose record (``<id>.json``, written after its WAV) is already in ``out_dir`` for the same text and
+    seed is reused, not rendered again: an interrupted run resumes. The caller keys ``out_dir`` to everything
+    else that shapes a take (designer, description, language, sampling, caps, dtype).
+    """
     import soundfile as sf
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,13 +145,21 @@ def render_takes(tts: Any, sentences: list[str], description: str, render_cfg, o
         cap = cap_for(text, render_cfg)
         for k in range(render_cfg.takes):
             seed = render_cfg.seed + 1000 * i + k
-            got = speak(tts, text, description, render_cfg.language, seed, cap, sampling)
             take_id = f"s{i:03d}-t{k}"
-            path = out_dir / f"{take_id}.wav"
-            sf.write(str(path), got.audio, SAMPLE_RATE, subtype="PCM_16")
-            records.append({"id": take_id, "audio": f"{out_dir.name}/{path.name}", "text": text, "language": render_cfg.language,
-                            "sentence": i, "seed": seed, "frames": got.frames, "frame_cap": got.frame_cap,
-                            "stopped_by_eos": got.stopped_by_eos, "source": "designer"})
+            path, rec_path = out_dir / f"{take_id}.wav", out_dir / f"{take_id}.json"
+            done = json.loads(rec_path.read_text(encoding="utf-8")) if rec_path.is_file() and path.is_file() else None
+            if done is not None and done.get("text") == text and done.get("seed") == seed:
+                records.append(done)
+            else:
+                got = speak(tts, text, description, render_cfg.language, seed, cap, sampling)
+                part = out_dir / f".{take_id}.part.wav"
+                sf.write(str(part), got.audio, SAMPLE_RATE, subtype="PCM_16")
+                os.replace(part, path)
+                rec = {"id": take_id, "audio": f"{out_dir.name}/{path.name}", "text": text,
+                       "language": render_cfg.language, "sentence": i, "seed": seed, "frames": got.frames,
+                       "frame_cap": got.frame_cap, "stopped_by_eos": got.stopped_by_eos, "source": "designer"}
+                rec_path.write_text(json.dumps(rec, ensure_ascii=False), encoding="utf-8")  # last: the take is done
+                records.append(rec)
             if tick is not None:
                 tick()
     return records
