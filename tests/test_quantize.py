@@ -201,6 +201,7 @@ def test_cli_rtn_with_8bit_text_embedding(ft, tmp_path, capsys):
     capsys.readouterr()
 
 
+@pytest.mark.slow  # the model speaks 4 sentences twice (about 2 minutes on a busy 2-core machine)
 def test_sentences_calibrate_without_a_dataset(ft, tmp_path, capsys):
     """No --calib: the float model speaks the sentences as a locked speaker; its codes are the calibration rows."""
     from qwen_tts_ext.quantize.cli import main
@@ -226,6 +227,7 @@ def test_sentences_calibrate_without_a_dataset(ft, tmp_path, capsys):
     capsys.readouterr()
 
 
+@pytest.mark.slow  # 3 sentences spoken twice plus silero-vad (about 2 minutes on a busy 2-core machine)
 def test_judges_score_float_and_int4_renderings(ft, tmp_path):
     """--judges: the same sentences, seeds and speaker through the float and the int4 projections, judged offline."""
     res = _quantize(ft, tmp_path / "judged", "judges=[timing]", "speaker=bob", "language=english", "heldout_rows=0")

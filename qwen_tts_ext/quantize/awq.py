@@ -55,7 +55,8 @@ class InputStats:
         return (self.abs_sum / max(self.count, 1)).float()
 
     def sample(self) -> torch.Tensor:
-        return torch.cat(self.rows) if self.rows else torch.empty(0)
+        """The sampled input rows [n, in] as float32."""
+        return torch.cat(self.rows).float() if self.rows else torch.empty(0)
 
 
 class ActivationRecorder:
@@ -76,17 +77,16 @@ class ActivationRecorder:
     def _hook(self, key: str):
         def hook(module, args):
             x = args[0].detach()
-            x = x.reshape(-1, x.shape[-1]) if self.mask is None else x[self.mask.bool()]
-            x = x.float().cpu()
+            x = x.reshape(-1, x.shape[-1]) if self.mask is None else x[self.mask.to(x.device).bool()]
             st = self.stats[key]
-            s = x.abs().sum(0, dtype=torch.float64)
+            s = x.abs().sum(0, dtype=torch.float64).cpu()
             st.abs_sum = s if st.abs_sum is None else st.abs_sum + s
             st.count += x.shape[0]
             room = self.max_rows - st.kept
             if room > 0 and x.shape[0]:
                 take = min(room, self.rows_per_batch, x.shape[0])
                 idx = torch.randperm(x.shape[0], generator=self.gen)[:take]
-                st.rows.append(x[idx].clone())
+                st.rows.append(x[idx.to(x.device)].cpu().clone())  # the model's dtype: bf16 rows take half
                 st.kept += take
         return hook
 

@@ -41,10 +41,14 @@ def is_quantized(folder: str | os.PathLike) -> bool:
 
 def quantize_rows_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row int8 of an embedding table: (codes int8 [rows, dim], scales [rows, 1] in w's dtype)."""
-    wf = w.detach().float()
-    scales = (wf.abs().amax(1, keepdim=True) / 127.0).clamp(min=1e-8)
-    q = torch.round(wf / scales).clamp(-127, 127).to(torch.int8)
-    return q, scales.to(w.dtype if w.dtype.is_floating_point else torch.float32)
+    q = torch.empty(w.shape, dtype=torch.int8)
+    scales = torch.empty(w.shape[0], 1, dtype=w.dtype if w.dtype.is_floating_point else torch.float32)
+    for start in range(0, w.shape[0], 8192):  # in slices: no float32 copy of a 151936-row table
+        wf = w[start:start + 8192].detach().float()
+        s = (wf.abs().amax(1, keepdim=True) / 127.0).clamp(min=1e-8).to(scales.dtype).float()  # as stored
+        q[start:start + 8192] = torch.round(wf / s).clamp(-127, 127).to(torch.int8)
+        scales[start:start + 8192] = s.to(scales.dtype)
+    return q, scales
 
 
 class Int8Embedding(torch.nn.Module):
