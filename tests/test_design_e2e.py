@@ -4,8 +4,8 @@ The tiny random designer speaks noise and need not change its voice with the des
 description cannot plant off-voice takes here. Planted takes come through ``render.extra_takes``
 instead: espeak-ng clips of another voice, which truly differ from the designer's audio. The filter must
 drop exactly those (off_voice) and keep the designer's takes (with a wider identity threshold than the
-shipped one: random-noise takes differ from each other more than one speaker's takes do). The designer is made to stop by EOS after
-24 frames (tests/_synthesis_helpers.force_eos_after), so the stop gate stays on.
+shipped one: random-noise takes differ from each other more than one speaker's takes do). The designer
+is made to stop by EOS after 24 frames (tests/_synthesis_helpers.force_eos_after), so the stop gate stays on.
 
 What the tiny run can show: every stage runs through the suite's own code; resemblyzer separates the
 planted voice from the designer's noise; the numbers of the consistency report come from the judge.

@@ -1,4 +1,6 @@
-"""Describe a voice in words, then lock it: VoiceDesign -> judged corpus -> speaker slot (``qwen-tts-ext design-voice``).
+"""Describe a voice in words, then lock it: VoiceDesign -> judged corpus -> speaker slot.
+
+The package behind ``qwen-tts-ext design-voice``.
 
 ``config.py`` (settings), ``render.py`` (takes from the VoiceDesign model), ``select.py`` (identity
 centroid and quality gates), ``lock.py`` (data prep + SFT, the consistency measurement, the card),

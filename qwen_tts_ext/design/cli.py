@@ -23,7 +23,8 @@ examples:
       --model Qwen/Qwen3-TTS-12Hz-1.7B-Base --description "A deep, raspy voice of a tired cowboy." \\
       --name cowboy --output runs/cowboy
   # a CustomVoice checkpoint keeps its built-in speakers; data prep borrows the Base speaker encoder
-  qwen-tts-ext design-voice ... --model Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice --speaker-encoder Qwen/Qwen3-TTS-12Hz-1.7B-Base
+  qwen-tts-ext design-voice ... --model Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice \\
+      --speaker-encoder Qwen/Qwen3-TTS-12Hz-1.7B-Base
   # more takes, a stricter identity filter, a longer SFT, German sentences
   qwen-tts-ext design-voice ... render.takes=4 filter.max_distance=0.08 sft.train.max_steps=600 --language german
 

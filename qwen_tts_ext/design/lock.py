@@ -29,15 +29,15 @@ def prepare_and_train(cfg, ready, kept: list[dict], tmp: Path, root: Path) -> Pa
     from qwen_tts_ext.train.loop import train
 
     manifest = tmp / "selection" / "corpus.jsonl"
-    write_jsonl(manifest, [{"audio": str(root / r["audio"]), "text": r["text"], "speaker": cfg.name, "language": r["language"]}
-                           for r in kept])
+    write_jsonl(manifest, [{"audio": str(root / r["audio"]), "text": r["text"], "speaker": cfg.name,
+                            "language": r["language"]} for r in kept])
     base = [f"manifest={manifest}", f"model={ready.model}", f"output={tmp / 'prepared'}", f"device={cfg.device}",
             "ref_mode=all", f"progress={'true' if cfg.progress else 'false'}"]
     if ready.speaker_encoder:
         base.append(f"speaker_encoder={ready.speaker_encoder}")
     prepared = prepare(load_config(PrepareConfig, None, base + cfg.overrides("prepare")))
-    sft = load_config(SFTConfig, cfg.sft_recipe, [*cfg.overrides("sft"), f"model={ready.model}", f"data.path={prepared}",
-                                                  f"output_dir={tmp / 'run'}"])
+    sft = load_config(SFTConfig, cfg.sft_recipe, [*cfg.overrides("sft"), f"model={ready.model}",
+                                                  f"data.path={prepared}", f"output_dir={tmp / 'run'}"])
     summary = train(sft)
     return Path(summary.get("export") or tmp / "run" / "export")
 
@@ -93,7 +93,8 @@ def consistency_report(cfg, ready, tts: Any, export: Path, centroid: np.ndarray 
         notes.append(f"the {synth.model_size} model ignores instructions (stock qwen_tts drops them for 0.6B): tags "
                      "cannot move (b), so its spread across tags says nothing about a locked delivery")
     if str(ready.model_type) == "base":
-        notes.append("--model is a Base checkpoint: its instruction following is untrained, so tags may move (b) little")
+        notes.append("--model is a Base checkpoint: its instruction following is untrained, so tags may move (b) "
+                     "little")
     doc = write_report(out, a, b, {"designer": clips_a, "locked": clips_b}, {
         "name": cfg.name, "description": cfg.description, "sentences": len(sentences),
         "tags": [t for t in tags if t], "seed": cfg.report.seed, "notes": notes})
@@ -123,7 +124,8 @@ def write_card(export: Path, design: dict) -> None:
         "```python",
         "from qwen_tts import Qwen3TTSModel",
         "tts = Qwen3TTSModel.from_pretrained(\"THIS_FOLDER\")",
-        f"wavs, sr = tts.generate_custom_voice(text=\"...\", speaker=\"{design['name']}\", instruct=\"Whisper softly.\")",
+        f"wavs, sr = tts.generate_custom_voice(text=\"...\", speaker=\"{design['name']}\",",
+        "                                      instruct=\"Whisper softly.\")",
         "```", "",
     ]
     c = design.get("consistency")

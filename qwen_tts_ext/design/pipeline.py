@@ -113,14 +113,15 @@ def check(cfg: DesignConfig) -> Ready:
     emotions = load_emotions()
     unknown = [t for t in cfg.report.emotion_tags if not emotions.resolve(t).known]
     if unknown:
-        notes.append(f"report tag(s) not in configs/emotions.yaml, used as free-text instructions: {', '.join(unknown)}")
+        notes.append("report tag(s) not in configs/emotions.yaml, used as free-text instructions: "
+                     + ", ".join(unknown))
     if not Path(cfg.sft_recipe).expanduser().is_file():
         problems.append(f"sft_recipe {cfg.sft_recipe} does not exist (a configs/sft_*.yaml recipe)")
     else:
-        _attempt(problems, lambda: _sub_config(SFTConfig, cfg.sft_recipe, [*cfg.overrides("sft"), "model=x", "data.path=x",
-                                                                            "output_dir=x"], "sft"))
-    _attempt(problems, lambda: _sub_config(PrepareConfig, None, [*cfg.overrides("prepare"), "manifest=x", "model=x", "output=x"],
-                                           "prepare"))
+        _attempt(problems, lambda: _sub_config(SFTConfig, cfg.sft_recipe, [
+            *cfg.overrides("sft"), "model=x", "data.path=x", "output_dir=x"], "sft"))
+    _attempt(problems, lambda: _sub_config(PrepareConfig, None, [
+        *cfg.overrides("prepare"), "manifest=x", "model=x", "output=x"], "prepare"))
     out = _attempt(problems, lambda: check_output_dir(cfg.output, command=COMMAND, overwrite=cfg.overwrite, inputs={
         "--designer": cfg.designer, "--model": cfg.model, "--speaker-encoder": cfg.speaker_encoder}))
     if out is not None and work_dir(out).exists() and not (work_dir(out) / "fingerprint.json").is_file():
@@ -242,7 +243,8 @@ def run(cfg: DesignConfig) -> int:
     with output_dir(ready.output, command=COMMAND, overwrite=cfg.overwrite, marker={"name": cfg.name}) as tmp:
         result = build(cfg, ready, tmp)
         result["seconds"] = round(time.perf_counter() - t0, 1)
-        (tmp / "design.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+        (tmp / "design.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str),
+                                         encoding="utf-8")
     out = ready.output
     emit(f"export: {out / 'run' / 'export'}")
     emit(f"speaker: {cfg.name} ({result['selection']['kept']} of {result['selection']['takes']} takes kept)")

@@ -4,7 +4,8 @@ Each take goes through the stock ``Qwen3TTSModel.generate_voice_design(text, ins
 with its own seed and a frame cap from its text (``synthesis.bounds.frame_cap``: a runaway costs
 seconds, not minutes); a take that fills its cap did not stop by EOS and says so in its record.
 Takes are written as 24 kHz WAVs under ``takes/`` with one JSON record each in ``takes.jsonl``:
-id, audio (relative to the output folder; an extra take's own absolute path), text, language, seed, frames, frame_cap, stopped_by_eos, source ("designer" | "extra").
+id, audio (relative to the output folder; an extra take's own absolute path), text, language, seed,
+frames, frame_cap, stopped_by_eos, source ("designer" | "extra").
 
 ``extra_takes`` (a JSONL of audio,text) adds recordings to be judged beside the rendered takes; they
 pass the same filter. The end-to-end test plants off-voice takes this way (espeak-ng clips of

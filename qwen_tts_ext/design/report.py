@@ -110,13 +110,15 @@ def write_report(out_dir: Path, a: dict, b: dict, clips: dict, meta: dict) -> di
                        ("across_tags_sd", "SD across emotion tags (lower = tighter)"),
                        ("pairwise_mean", "mean pairwise cosine (higher = one voice)"),
                        ("sim_mean", "mean cosine to the centroid"), ("embedded", "clips embedded")):
-        lines.append(f"| {label} | {fmt(a.get(key))} | {fmt(b.get(key))} | {word[holds[key]] if key in holds else ''} |")
+        mark = word[holds[key]] if key in holds else ""
+        lines.append(f"| {label} | {fmt(a.get(key))} | {fmt(b.get(key))} | {mark} |")
     lines += ["", f"Sentences: {meta.get('sentences')}; tags: {', '.join(meta.get('tags') or []) or '(none)'}; "
               f"seed {meta.get('seed')}.", ""]
     notes = list(meta.get("notes", []))
     for label, side in (("(a)", a), ("(b)", b)):
         if side.get("tagged_identical_to_untagged"):
-            notes.append(f"{label}: {side['tagged_identical_to_untagged']} tagged clip(s) are sample-identical to their "
+            notes.append(f"{label}: {side['tagged_identical_to_untagged']} tagged clip(s) are sample-identical to "
+                         "their "
                          "untagged clip: the tag did not change the audio, so its spread across tags is trivially 0")
         if side.get("embedded", 0) < side.get("clips", 0):
             notes.append(f"{label}: {side['clips'] - side['embedded']} of {side['clips']} clips had too little voiced "
