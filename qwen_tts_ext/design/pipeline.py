@@ -144,6 +144,13 @@ def render_fingerprint(cfg: DesignConfig, designer: Path) -> dict:
                                                                  r.max_segment_seconds]}
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def _sentences(cfg: DesignConfig) -> list[str]:
     from qwen_tts_ext.design.config import SENTENCES_DIR
 
@@ -259,7 +266,7 @@ def build(cfg: DesignConfig, ready: Ready, tmp: Path) -> dict:
 
     work = work_dir(ready.output)
     fingerprint = render_fingerprint(cfg, ready.designer)
-    if work.is_dir() and json.loads((work / "fingerprint.json").read_text()) != fingerprint:
+    if work.is_dir() and _read_json(work / "fingerprint.json") != fingerprint:
         shutil.rmtree(work)  # ours (check() saw its fingerprint), rendered with other settings
     (work / "takes").mkdir(parents=True, exist_ok=True)
     (work / "fingerprint.json").write_text(json.dumps(fingerprint, indent=2, ensure_ascii=False), encoding="utf-8")
