@@ -32,6 +32,7 @@ def _optional_commands() -> None:
         ("quantize", "qwen_tts_ext.quantize.cli", "INT4 (AWQ) export of the talker's projections, with its measured cost"),
         ("search", "qwen_tts_ext.blend.search_cli", "Darwin genome search: per-layer blend ratios by CMA-ES"),
         ("design-voice", "qwen_tts_ext.design.cli", "describe a voice in words, render + judge a corpus, lock it by SFT"),
+        ("grpo", "qwen_tts_ext.grpo.cli", "GRPO post-training of the talker with measured rewards (stop repair)"),
     ):
         if importlib.util.find_spec(module.rsplit(".", 1)[0]) is not None:
             COMMANDS.setdefault(name, (module, desc))

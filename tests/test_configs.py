@@ -55,7 +55,9 @@ def test_emotions_yaml_loads_and_maps_tags():
 # the command recipes checked by loading them strictly (every key known, every value valid)
 COMMAND_YAMLS = {"search.yaml": "qwen_tts_ext.blend.search_config:SearchConfig",
                  "quantize.yaml": "qwen_tts_ext.quantize.config:QuantizeConfig",
-                 "design_voice.yaml": "qwen_tts_ext.design.config:DesignConfig"}
+                 "design_voice.yaml": "qwen_tts_ext.design.config:DesignConfig",
+                 "grpo.yaml": "qwen_tts_ext.grpo.config:GRPOConfig",
+                 "grpo_stop_repair.yaml": "qwen_tts_ext.grpo.config:GRPOConfig"}
 
 
 @pytest.mark.parametrize("name", sorted(COMMAND_YAMLS))

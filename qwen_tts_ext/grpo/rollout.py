@@ -106,8 +106,10 @@ def sample_group(model, processor, prompt: Prompt, index: int, vector: torch.Ten
     voice = {"ref_spk_embedding": [vec] * k, "x_vector_only_mode": [True] * k, "icl_mode": [False] * k,
              "ref_code": [None] * k}
     codes, _ = model.generate(input_ids=[text_ids] * k, instruct_ids=[instruct] * k, voice_clone_prompt=voice,
-                              languages=[prompt.language] * k, non_streaming_mode=True, max_new_tokens=cap,
+                              languages=[prompt.language] * k, non_streaming_mode=True, max_new_tokens=cap + 1,
                               **(gen or {}))
+    # the k-th new token is decoded into a frame only at step k+1 (synthesis/engine.py): cap + 1 new tokens give
+    # at most cap frames, and a full cap means EOS did not come
     return [Rollout(index, c.detach().long().cpu(), int(c.shape[0]) < cap, cap) for c in codes]
 
 
