@@ -171,14 +171,16 @@ def test_quantized_generation_runs_on_cpu_and_stops_within_the_cap(awq_out):
     assert result.audio.size > 0 and bool(torch.isfinite(torch.from_numpy(result.audio)).all())
 
 
-def test_cli_rtn_with_8bit_text_embedding(ft, tmp_path, capsys):
+def test_cli_rtn_with_8bit_text_embedding_and_code_predictor(ft, tmp_path, capsys):
     from qwen_tts_ext.quantize import load_tts
-    from qwen_tts_ext.quantize.checkpoint import Int8Embedding
+    from safetensors.torch import load_file
+
+    from qwen_tts_ext.quantize.checkpoint import Int8Embedding, Int8Linear
     from qwen_tts_ext.quantize.cli import main
 
     out = tmp_path / "rtn-e8"
     rc = main(["--model", str(ft[0]), "--calib", str(ft[1]), "--output", str(out), "--method", "rtn",
-               "--embed-8bit", "--heldout-rows", "0", f"group_size={GROUP}", "judges=[]"])
+               "--embed-8bit", "--code-predictor-8bit", "--heldout-rows", "0", f"group_size={GROUP}", "judges=[]"])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert cap.out.strip().splitlines()[-1] == f"wrote {out}"
@@ -186,15 +188,28 @@ def test_cli_rtn_with_8bit_text_embedding(ft, tmp_path, capsys):
     assert all(r["awq_ratio"] == 0 for r in rep["layers"]) and rep["quality"] == {}
     s = rep["sizes"]
     assert s["text_embedding_after"] < s["text_embedding_before"] / 3
+    assert s["code_predictor_8bit_after"] < s["code_predictor_8bit_before"] / 3
+    info = json.loads((out / "quantization.json").read_text())
+    assert len(info["int8"]) == 23 and "code predictor" not in info["kept"] and "text embedding" not in info["kept"]
     tts = load_tts(out)
     emb = tts.model.get_submodule("talker.model.text_embedding")
     assert isinstance(emb, Int8Embedding)
+    src = load_file(str(ft[0] / "model.safetensors"))
     with torch.no_grad():
-        ref = torch.nn.Embedding.from_pretrained(
-            __import__("safetensors.torch", fromlist=["load_file"]).load_file(
-                str(ft[0] / "model.safetensors"))["talker.model.text_embedding.weight"])
+        ref = torch.nn.Embedding.from_pretrained(src["talker.model.text_embedding.weight"])
         ids = torch.arange(0, 40)
         assert torch.allclose(emb(ids), ref(ids), atol=float(ref.weight.abs().max()) / 127)
+        head = tts.model.get_submodule("talker.code_predictor.lm_head.3")
+        assert isinstance(head, Int8Linear)
+        x = torch.randn(5, head.in_features)
+        w = src["talker.code_predictor.lm_head.3.weight"]
+        assert torch.allclose(head(x), x @ w.T, atol=float((x.abs().sum(1).max() * w.abs().max()) / 127))
+    from qwen_tts_ext.synthesis.engine import SynthesisOptions, Synthesizer
+
+    synth = Synthesizer(tts)
+    seg = synth.synthesize("Hi.", synth.voice(speaker="alice"), SynthesisOptions(cap_margin=0.5,
+                                                                                 cap_slack_seconds=0.2)).segments[0]
+    assert 0 < seg.frames <= seg.frame_cap
     # a second run over its own output needs --overwrite; with it, the folder is replaced
     assert main(["--model", str(ft[0]), "--calib", str(ft[1]), "--output", str(out), "--method", "rtn",
                  "--heldout-rows", "0", f"group_size={GROUP}", "judges=[]"]) == 2

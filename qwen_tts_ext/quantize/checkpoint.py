@@ -5,7 +5,8 @@ Layout (a complete Qwen3-TTS folder; everything but the weights is copied from t
     model.safetensors        every tensor that was NOT quantized, byte-identical to the source
     int4.safetensors         per quantized projection P: P.qweight (uint8, two codes a byte), P.scales,
                              P.zeros (uint8), P.act_scale (float32, AWQ only); with --embed-8bit also
-                             talker.model.text_embedding.{qweight (int8), scales}
+                             talker.model.text_embedding.{qweight (int8), scales}; with
+                             --code-predictor-8bit, per code-predictor linear L: L.qweight8, L.scales8
     quantization.json        what was quantized, how, calibration hash, library versions
     README.md                the model card; quantize_report.{json,md}: the measured cost
 
@@ -51,6 +52,30 @@ def quantize_rows_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scales
 
 
+class Int8Linear(torch.nn.Module):
+    """A linear with int8 weight rows (one scale per output channel, symmetric), dequantized per call."""
+
+    def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
+        super().__init__()
+        self.out_features, self.in_features = qweight.shape
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scales", scales)
+        self.bias = None if bias is None else torch.nn.Parameter(bias.detach(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.qweight.to(x.dtype) * self.scales.to(x.dtype)
+        return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits=8"
+
+
+def code_predictor_linears(model: torch.nn.Module) -> list[str]:
+    """Every ``nn.Linear`` of the code predictor (its layers' projections, the 15 heads, the input projection)."""
+    return [n for n, m in model.named_modules()
+            if n.startswith("talker.code_predictor.") and isinstance(m, torch.nn.Linear)]
+
+
 class Int8Embedding(torch.nn.Module):
     """An embedding table of int8 rows with one scale per row (dequantized per lookup)."""
 
@@ -69,11 +94,15 @@ class Int8Embedding(torch.nn.Module):
         return self.scales
 
 
-def quantized_tensors(quantized: dict[str, QuantizedWeight], embed: tuple[torch.Tensor, torch.Tensor] | None):
+def quantized_tensors(quantized: dict[str, QuantizedWeight], embed: tuple[torch.Tensor, torch.Tensor] | None,
+                      int8: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None):
     """(name, tensor) pairs of ``int4.safetensors``."""
     for name, qw in quantized.items():
         for part, t in qw.tensors().items():
             yield f"{name}.{part}", t.contiguous()
+    for name, (q, s) in (int8 or {}).items():
+        yield f"{name}.qweight8", q.contiguous()
+        yield f"{name}.scales8", s.contiguous()
     if embed is not None:
         yield f"{TEXT_EMBEDDING}.qweight", embed[0].contiguous()
         yield f"{TEXT_EMBEDDING}.scales", embed[1].contiguous()
@@ -100,6 +129,10 @@ def apply_quantized(model: torch.nn.Module, folder: str | os.PathLike) -> torch.
                              f"{(old.out_features, old.in_features)}")
         bias = getattr(old, "bias", None)
         _set_module(model, name, Int4Linear(qw, bias).to(old.weight.device))
+    for name in info.get("int8", []):
+        old = model.get_submodule(name)
+        _set_module(model, name, Int8Linear(tensors[f"{name}.qweight8"], tensors[f"{name}.scales8"],
+                                            getattr(old, "bias", None)).to(old.weight.device))
     if info.get("text_embedding_8bit"):
         old = model.get_submodule(TEXT_EMBEDDING)
         _set_module(model, TEXT_EMBEDDING, Int8Embedding(tensors[f"{TEXT_EMBEDDING}.qweight"],

@@ -53,6 +53,8 @@ COMMAND = Command(
         Option("judges", "--judges", "judges on 3 sentences spoken by the float and the int4 model (custom_voice "
                "checkpoints; default speaker,distillmos,dnsmos,asr,timing; [] = none)", metavar="LIST"),
         Option("embed_8bit", "--embed-8bit", "also store the text embedding as int8 rows", switch=True),
+        Option("code_predictor_8bit", "--code-predictor-8bit", "also store the code predictor's linears as int8",
+               switch=True),
         Option("dtype", "--dtype", "dtype to load and calibrate in: auto (the checkpoint's), float32, bfloat16"),
         Option("device", "--device", "where calibration runs: cpu (default), cuda, cuda:N"),
         Option("seed", "--seed", "seed of the row split and sampling (default 0)"),

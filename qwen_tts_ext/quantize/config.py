@@ -36,6 +36,7 @@ class QuantizeConfig:
     max_rows: int = 4096  # input rows sampled per projection for the scale search and the error report
     judges: list[str] = field(default_factory=lambda: list(DEFAULT_JUDGES))  # [] = none; needs a speaker
     embed_8bit: bool = False  # also store the text embedding (151936 rows at release) as int8 rows
+    code_predictor_8bit: bool = False  # also store the code predictor's linears as int8 (per output channel)
     dtype: str = "auto"  # dtype the model is loaded and calibrated in (auto: the checkpoint's)
     device: str = "cpu"  # where calibration runs (cpu, cuda, cuda:0)
     seed: int = 0  # row split and row sampling

@@ -167,22 +167,27 @@ def quantize_checkpoint(cfg: QuantizeConfig, *, result=_log, progress: bool | No
     embed = None
     if cfg.embed_8bit:
         embed = qck.quantize_rows_int8(model.get_submodule(qck.TEXT_EMBEDDING).weight.detach().cpu())
+    int8 = {}
+    if cfg.code_predictor_8bit:
+        for n in qck.code_predictor_linears(model):
+            int8[n] = qck.quantize_rows_int8(model.get_submodule(n).weight.detach().cpu())
     seconds = time.perf_counter() - t0
     del tts, model, modules, recorder
 
     from safetensors.torch import save_file
 
     with LazyCheckpoint(folder) as src:
-        sizes = report.sizes(src, chosen, embed)
-        info = report.provenance(cfg, folder, data, sorted(chosen), sizes, seconds, embed is not None)
+        sizes = report.sizes(src, chosen, embed, int8)
+        info = report.provenance(cfg, folder, data, sorted(chosen), sizes, seconds, embed is not None, sorted(int8))
         rep = report.build(cfg, info, layers, quality, judged)
-        skip = {f"{n}.weight" for n in chosen} | ({f"{qck.TEXT_EMBEDDING}.weight"} if embed is not None else set())
+        skip = {f"{n}.weight" for n in [*chosen, *int8]} | ({f"{qck.TEXT_EMBEDDING}.weight"} if embed is not None
+                                                             else set())
         with output_dir(out, command=COMMAND, overwrite=cfg.overwrite) as tmp:
             copy_support_files(folder, tmp, exclude=qck.OWN_FILES)
             meta = dict(src.metadata())
             meta.setdefault("format", "pt")
             write_safetensors_sharded(((k, src.get(k)) for k in src.keys() if k not in skip), tmp, metadata=meta)
-            save_file(dict(qck.quantized_tensors(chosen, embed)), str(tmp / qck.QUANT_FILE),
+            save_file(dict(qck.quantized_tensors(chosen, embed, int8)), str(tmp / qck.QUANT_FILE),
                       metadata={"format": "pt", "quantization": qck.FORMAT, "group_size": str(cfg.group_size)})
             (tmp / qck.INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
             (tmp / "README.md").write_text(report.model_card(cfg, info, rep), encoding="utf-8")

@@ -39,7 +39,7 @@ def layer_row(name: str, shape: tuple, ratio: float, errs: dict, energy: float, 
             "mse_rtn": errs["rtn"] / max(rows, 1), "mse_awq": errs["awq"] / max(rows, 1)}
 
 
-def sizes(src, chosen: dict, embed) -> dict:
+def sizes(src, chosen: dict, embed, int8: dict | None = None) -> dict:
     """Bytes: the quantized projections before/after, the talker, and all weights (without speech_tokenizer)."""
     def nb(k: str) -> int:
         return src.location(k).nbytes
@@ -53,15 +53,19 @@ def sizes(src, chosen: dict, embed) -> dict:
     if embed is not None:
         emb_before = nb("talker.model.text_embedding.weight")
         emb_after = sum(t.numel() * t.element_size() for t in embed)
-    saved = (before - after) + (emb_before - emb_after)
+    cp_before = sum(nb(f"{n}.weight") for n in (int8 or {}))
+    cp_after = sum(q.numel() * q.element_size() + s.numel() * s.element_size() for q, s in (int8 or {}).values())
+    saved = (before - after) + (emb_before - emb_after) + (cp_before - cp_after)
     return {"projections_before": before, "projections_after": after,
             "projection_ratio": before / after if after else None,
             "text_embedding_before": emb_before, "text_embedding_after": emb_after,
-            "talker_before": talker_before, "talker_after": talker_before - saved,
+            "code_predictor_8bit_before": cp_before, "code_predictor_8bit_after": cp_after,
+            "talker_before": talker_before, "talker_after": talker_before - (saved - (cp_before - cp_after)),
             "weights_before": total_before, "weights_after": total_before - saved}
 
 
-def provenance(cfg, folder: Path, data, names: list[str], size: dict, seconds: float, embed_8bit: bool) -> dict:
+def provenance(cfg, folder: Path, data, names: list[str], size: dict, seconds: float, embed_8bit: bool,
+               int8: list[str] | None = None) -> dict:
     return {
         "tool": "qwen-tts-ext", "tool_version": qwen_tts_ext.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -69,8 +73,11 @@ def provenance(cfg, folder: Path, data, names: list[str], size: dict, seconds: f
         "symmetric": False, "method": cfg.method,
         "layout": "uint8, two codes per byte (low nibble = even input channel); scales in the model dtype; "
                   "uint8 zero points; act_scale = 1 / AWQ scale, multiplied into the input",
-        "quantized": names, "text_embedding_8bit": embed_8bit,
-        "kept": "embeddings, codec head, norms, code predictor, speaker encoder, speech tokenizer: byte-identical",
+        "quantized": names, "text_embedding_8bit": embed_8bit, "int8": list(int8 or []),
+        "kept": ", ".join(k for k, on in (("codec embedding", True), ("text embedding", not embed_8bit),
+                                          ("codec head", True), ("norms", True), ("code predictor", not int8),
+                                          ("speaker encoder", True), ("speech tokenizer", True)) if on)
+                + ": byte-identical",
         "source": {"path": str(folder), "id": cfg.model},
         "calibration": {"data": str(cfg.calib) if cfg.calib else
                         f"{len(data.calib_ids) + len(data.heldout_ids)} sentences spoken by the float model as "
@@ -157,7 +164,8 @@ def model_card(cfg, info: dict, rep: dict) -> str:
         f"| method | {'activation-aware scales (AWQ search)' if cfg.method == 'awq' else 'round-to-nearest'} |",
         f"| bits / group size | 4 / {cfg.group_size}, asymmetric with zero points |",
         f"| text embedding | {'int8 rows' if info['text_embedding_8bit'] else 'unchanged'} |",
-        "| unchanged (byte-identical) | embeddings, codec head, norms, code predictor, speaker encoder, speech tokenizer |",
+        f"| code predictor | {'int8 linears (' + str(len(info['int8'])) + ')' if info['int8'] else 'unchanged'} |",
+        f"| unchanged (byte-identical) | {info['kept'].split(':')[0]} |",
         f"| calibration | {info['calibration']['rows']} rows of `{info['calibration']['data']}`, sha256 `{info['calibration']['sha256']}` |",
         f"| projections | {_mb(s['projections_before'])} -> {_mb(s['projections_after'])} |",
         f"| weights (without speech tokenizer) | {_mb(s['weights_before'])} -> {_mb(s['weights_after'])} |",
