@@ -12,13 +12,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 import torch
 
-from qwen_tts_ext.checkpoint_io import LazyCheckpoint, copy_support_files, require_tts_checkpoint, \
-    write_safetensors_sharded
+from qwen_tts_ext.checkpoint_io import (
+    LazyCheckpoint, copy_support_files, read_config, require_tts_checkpoint, write_safetensors_sharded,
+)
 from qwen_tts_ext.command import emit
 from qwen_tts_ext.errors import UserError
 from qwen_tts_ext.outputs import check_output_dir, output_dir
@@ -65,6 +67,37 @@ def _divisor(widths: list[int], group: int) -> int:
     return g
 
 
+def search_all(cfg: QuantizeConfig, modules: dict, recorder, progress) -> tuple[dict, dict, list[dict]]:
+    """Per projection: round-to-nearest, the AWQ search (for ``method=awq``) and both output errors."""
+    from tqdm.auto import tqdm
+
+    rtn, awq_q, layers = {}, {}, []
+    for n in tqdm(list(modules), desc="search", unit="proj", disable=not progress):
+        w = modules[n].weight.detach().cpu()
+        st = recorder.stats[awq.input_key(n)]
+        scale_dtype = w.dtype if w.dtype in (torch.bfloat16, torch.float16) else torch.float32
+        x = st.sample()
+        grid = cfg.grid if cfg.method == "awq" else 1  # grid 1 = ratio 0 only: round-to-nearest
+        s, ratio, errs = awq.search_scale(w, st.mean_abs(), x, cfg.group_size, grid, scale_dtype)
+        _, energy = awq.output_error(w.float(), w.float(), x)
+        rtn[n] = quantize_weight(w, cfg.group_size, None, scale_dtype)
+        awq_q[n] = quantize_weight(w, cfg.group_size, s, scale_dtype) if s is not None else rtn[n]
+        layers.append(report.layer_row(n, tuple(w.shape), ratio, errs, energy, int(x.shape[0])))
+    return rtn, awq_q, layers
+
+
+@contextlib.contextmanager
+def swapped(model, modules: dict, table: dict):
+    """Inside: ``model``'s projections are the INT4 modules of ``table``; the float ones are put back after."""
+    try:
+        for n, qw in table.items():
+            qck._set_module(model, n, Int4Linear(qw, modules[n].bias).to(modules[n].weight.device))
+        yield
+    finally:
+        for n, mod in modules.items():
+            qck._set_module(model, n, mod)
+
+
 def run(cfg: QuantizeConfig) -> int:
     quantize_checkpoint(cfg, result=emit)
     return 0
@@ -73,18 +106,15 @@ def run(cfg: QuantizeConfig) -> int:
 def quantize_checkpoint(cfg: QuantizeConfig, *, result=_log, progress: bool | None = None) -> dict:
     from tqdm.auto import tqdm
 
-    from qwen_tts_ext.checkpoint_io import read_config
     from qwen_tts_ext.devices import resolve_device
+    from qwen_tts_ext.prepared import read_prepared
+    from qwen_tts_ext.quantize.calibrate import read_sentences
 
     cfg.check()
     folder = require_tts_checkpoint(cfg.model, what="--model", llm_flag=None)
     check_widths(read_config(folder), cfg.group_size)
     if qck.is_quantized(folder):
         raise UserError(f"--model {folder} is already quantized (it has {qck.INFO_FILE}); pass the float checkpoint")
-    from qwen_tts_ext.prepared import read_prepared
-
-    from qwen_tts_ext.quantize.calibrate import read_sentences
-
     sentences = read_sentences(cfg.sentences) if cfg.sentences else []
     if cfg.calib:
         read_prepared(cfg.calib)  # a bad dataset is one line before the model loads
@@ -126,40 +156,20 @@ def quantize_checkpoint(cfg: QuantizeConfig, *, result=_log, progress: bool | No
         recorder.close()
     ref = codec0_logprobs(model, data.heldout, data.speaker_vectors) if data.heldout else None
 
-    rtn, awq_q, layers = {}, {}, []
-    for n in tqdm(names, desc="search", unit="proj", disable=not progress):
-        w = modules[n].weight.detach().cpu()
-        st = recorder.stats[awq.input_key(n)]
-        scale_dtype = w.dtype if w.dtype in (torch.bfloat16, torch.float16) else torch.float32
-        x = st.sample()
-        if cfg.method == "awq":
-            s, ratio, errs = awq.search_scale(w, st.mean_abs(), x, cfg.group_size, cfg.grid, scale_dtype)
-        else:
-            s, ratio, errs = None, 0.0, awq.search_scale(w, st.mean_abs(), x, cfg.group_size, 1, scale_dtype)[2]
-        _, energy = awq.output_error(w.float(), w.float(), x.float())
-        rtn[n] = quantize_weight(w, cfg.group_size, None, scale_dtype)
-        awq_q[n] = quantize_weight(w, cfg.group_size, s, scale_dtype) if s is not None else rtn[n]
-        layers.append(report.layer_row(n, tuple(w.shape), ratio, errs, energy, int(x.shape[0])))
-
+    rtn, awq_q, layers = search_all(cfg, modules, recorder, progress)
     quality = {}
     if ref is not None:
-        originals = dict(modules)
         for label, table in (("rtn", rtn), ("awq", awq_q)):
-            for n, qw in table.items():
-                qck._set_module(model, n, Int4Linear(qw, originals[n].bias).to(originals[n].weight.device))
-            lp, tg = codec0_logprobs(model, data.heldout, data.speaker_vectors)
+            with swapped(model, modules, table):
+                lp, tg = codec0_logprobs(model, data.heldout, data.speaker_vectors)
             quality[label] = ce_kl(ref[0], lp, tg)
-        for n, mod in originals.items():
-            qck._set_module(model, n, mod)
     chosen = awq_q if cfg.method == "awq" else rtn
     judged = None
     if cfg.judges:
         from qwen_tts_ext.quantize.judged import judge_renderings
 
-        originals = dict(modules)
-
-        def swap(label: str, model=model) -> None:
-            for n, mod in originals.items():
+        def swap(label: str, model=model, modules=modules) -> None:
+            for n, mod in modules.items():
                 qck._set_module(model, n, mod if label == "float" else
                                 Int4Linear(chosen[n], mod.bias).to(mod.weight.device))
 
