@@ -56,7 +56,14 @@ def phase_build(work: Path, shape: str, layers: int | None) -> dict:
     from qwen_tts_ext.prepared import save_speakers, write_meta, write_prepared
     from qwen_tts_ext.testing.tiny_checkpoint import build_released_tts
 
-    ckpt = build_released_tts(work / "bf16", shape, layers=layers, dtype=torch.bfloat16, overwrite=True)
+    ckpt = work / "bf16"
+    want = layers or 28
+    try:  # a checkpoint this script built before, with the same layer count, is reused
+        same = json.loads((ckpt / "config.json").read_text())["talker_config"]["num_hidden_layers"] == want
+    except (OSError, ValueError, KeyError):
+        same = False
+    if not (same and (ckpt / "model.safetensors").is_file()):
+        ckpt = build_released_tts(ckpt, shape, layers=layers, dtype=torch.bfloat16, overwrite=True)
     hidden = json.loads((ckpt / "config.json").read_text())["talker_config"]["hidden_size"]
     prep = work / "prepared"
     if not prep.exists():
