@@ -72,10 +72,13 @@ def test_bad_prompt_rows_are_reported_at_once(world, capsys):
 
 
 def tiny_run(model, prompts, out, *extra):
-    return ["--model", str(model), "--prompts", str(prompts), "--output-dir", str(out), "train.steps=2",
-            "rollout.max_frames=6", "rollout.samples_per_prompt=2", "rollout.prompts_per_step=1",
-            "reward.weights={duration: 1.0}", "train.precision=no", "checkpoint.every_steps=1", "export_dtype=float32",
-            "train.lr=1e-3", *extra]
+    """A fast tiny run's arguments; a key=value in ``extra`` replaces its default."""
+    defaults = ["train.steps=2", "rollout.max_frames=6", "rollout.samples_per_prompt=2", "rollout.prompts_per_step=1",
+                "reward.weights={duration: 1.0}", "train.precision=no", "checkpoint.every_steps=1",
+                "export_dtype=float32", "train.lr=1e-3"]
+    given = {e.split("=", 1)[0] for e in extra if "=" in e}
+    return (["--model", str(model), "--prompts", str(prompts), "--output-dir", str(out)]
+            + [d for d in defaults if d.split("=", 1)[0] not in given] + list(extra))
 
 
 def test_tiny_run_end_to_end(world, capsys):
@@ -102,3 +105,20 @@ def test_tiny_run_end_to_end(world, capsys):
     from qwen_tts import Qwen3TTSModel
 
     assert Qwen3TTSModel.from_pretrained(str(out / "export")).model.config.tts_model_type == "custom_voice"
+
+
+def test_tiny_lora_run_exports_merged_weights(world, capsys):
+    from safetensors import safe_open
+
+    from qwen_tts_ext.grpo.cli import main
+
+    out = world["tmp"] / "lora"
+    rc = main(tiny_run(world["model"], world["prompts"], out, "train.lora_rank=4", "checkpoint.every_steps=0",
+                       "train.steps=1"))
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "LoRA rank 4" in cap.err
+    with safe_open(str(out / "export" / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and not [k for k in keys if "lora" in k.lower()]  # merged: the stock key names only
+    assert json.loads((out / "export" / "sft_export.json").read_text())["lora"] is True
