@@ -102,6 +102,12 @@ def test_tiny_run_end_to_end(world, capsys):
     assert (out / "samples" / "step-00000002" / "rollouts.jsonl").is_file()
     # the run folder is now ours: a second run without --overwrite/--resume is refused
     refuse(main, tiny_run(world["model"], world["prompts"], out), "holds a previous `qwen-tts-ext grpo` run", [out], capsys)
+    # resuming with another objective is refused, naming the keys; a longer run resumes
+    refuse(main, tiny_run(world["model"], world["prompts"], out, "--resume", "train.lr=5e-3", "objective.kl_beta=0.5"),
+           "differs from the run's config.json in objective.kl_beta, train.lr", [out], capsys)
+    rc = main(tiny_run(world["model"], world["prompts"], out, "--resume", "train.steps=3"))
+    assert rc == 0, capsys.readouterr().err
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     from qwen_tts import Qwen3TTSModel
 
     assert Qwen3TTSModel.from_pretrained(str(out / "export")).model.config.tts_model_type == "custom_voice"

@@ -148,6 +148,11 @@ def check_run_dir(cfg: GRPOConfig, model_dir: Path) -> tuple[Path, str, Path | N
         record = json.loads((found[-1] / STATE_FILE).read_text(encoding="utf-8"))
         if record.get("written_by") != WRITTEN_BY:
             raise UserError(f"cannot resume from {found[-1]}: not a checkpoint this suite saved")
+        changed = resume_changes(final, cfg)
+        if changed:
+            raise UserError(f"--resume: the recipe differs from the run's config.json in {', '.join(changed)}; a resumed "
+                            "run continues the same objective (only train.steps, checkpoint.*, log.*, export_dtype "
+                            "may change): start a new run for another recipe")
         return final, "resume", found[-1]
     if has_run:
         if not cfg.overwrite:
@@ -155,6 +160,32 @@ def check_run_dir(cfg: GRPOConfig, model_dir: Path) -> tuple[Path, str, Path | N
                             "or --overwrite to start over")
         return final, "overwrite", None
     return final, "new", None
+
+
+RESUME_MAY_CHANGE = ("output_dir", "overwrite", "export_dtype", "train.steps", "checkpoint.", "log.")
+
+
+def resume_changes(run_dir: Path, cfg: GRPOConfig) -> list[str]:
+    """The recipe keys that differ from the run's saved ``config.json`` (beyond what a resume may change)."""
+    from dataclasses import asdict
+
+    try:
+        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # killed before it was written: nothing to compare
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and k != "weights":
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    now, then = flat(json.loads(json.dumps(asdict(cfg)))), flat(saved)
+    return sorted(k for k in now if now[k] != then.get(k, now[k])
+                  and not any(k == m or (m.endswith(".") and k.startswith(m)) for m in RESUME_MAY_CHANGE))
 
 
 def start_run_dir(plan: RunPlan) -> None:
