@@ -51,6 +51,7 @@ def _metrics(run: Path) -> dict[int, dict]:
     return {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
 
 
+@pytest.mark.slow
 def test_kill9_then_resume_matches_uninterrupted(tmp_path, stopper, prompts):
     steps = ["train.steps=8", "checkpoint.every_steps=2", "checkpoint.keep_last=5"]
     full = tmp_path / "full"
