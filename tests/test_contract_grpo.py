@@ -128,3 +128,19 @@ def test_tiny_lora_run_exports_merged_weights(world, capsys):
         keys = list(f.keys())
     assert keys and not [k for k in keys if "lora" in k.lower()]  # merged: the stock key names only
     assert json.loads((out / "export" / "sft_export.json").read_text())["lora"] is True
+
+
+def test_tensorboard_gets_metrics_and_audio(world, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from qwen_tts_ext.grpo.cli import main
+
+    out = world["tmp"] / "tb"
+    rc = main(tiny_run(world["model"], world["prompts"], out, "log.tracker=tensorboard", "log.samples_every=1",
+                       "checkpoint.every_steps=0"))
+    assert rc == 0, capsys.readouterr().err
+    ea = EventAccumulator(str(out / "logs" / "qwen-tts-ext-grpo"), size_guidance={"audio": 0})
+    ea.Reload()
+    tags = ea.Tags()
+    assert {"samples/00", "samples/01"} <= set(tags["audio"])
+    assert {"reward/mean", "rollout/eos_rate", "rollout/mean_seconds", "train/kl"} <= set(tags["scalars"])

@@ -178,6 +178,7 @@ def train(cfg: GRPOConfig, plan) -> dict:
         last = log_step(accelerator, cfg, out_dir, state.step, scored, upd, prompts, trackers)
         if want_audio and main:
             write_samples(out_dir / "samples" / f"step-{state.step:08d}", scored, prompts, cfg.log.samples)
+            log_audio(accelerator, trackers, state.step, scored, prompts, cfg.log.samples)
         bar.update(1)
         bar.set_postfix(reward=f"{last['reward/mean']:.3f}", kl=f"{last['train/kl']:.4f}")
         if cfg.checkpoint.every_steps and state.step % cfg.checkpoint.every_steps == 0 and state.step < t.steps:
@@ -235,6 +236,23 @@ def write_samples(folder: Path, scored: Scored, prompts, n: int) -> None:
                      "frames": r.frames, "stopped_by_eos": r.stopped, "reward": float(scored.rewards[i]),
                      **scored.terms[i]})
     (folder / "rollouts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows), encoding="utf-8")
+
+
+def log_audio(accelerator, trackers: list[str], step: int, scored: Scored, prompts, n: int) -> None:
+    """The first ``n`` rollouts' audio to the trackers (TensorBoard audio, W&B Audio), captioned."""
+    for name in trackers:
+        tracker = accelerator.get_tracker(name, unwrap=True)
+        for i, (r, (wav, sr)) in enumerate(list(zip(scored.rollouts, scored.audio))[:n]):
+            caption = (f"{prompts[r.prompt].speaker}: {prompts[r.prompt].text} | {r.frames} frames, "
+                       f"{'EOS' if r.stopped else 'cap'}, reward {float(scored.rewards[i]):.3f}")
+            if name == "tensorboard":
+                tracker.add_audio(f"samples/{i:02d}", torch.from_numpy(np.asarray(wav, dtype=np.float32)), step,
+                                  sample_rate=sr)
+                tracker.add_text(f"samples/{i:02d}", caption, step)
+            elif name == "wandb":
+                import wandb  # only with log.tracker=wandb
+
+                tracker.log({f"samples/{i:02d}": wandb.Audio(wav, sample_rate=sr, caption=caption)}, step=step)
 
 
 def write_card(export: Path, cfg: GRPOConfig, step: int, last: dict) -> None:
