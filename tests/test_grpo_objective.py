@@ -100,3 +100,16 @@ def test_loss_clips_and_kl():
     near = grpo_loss(lp, lp, lp + 0.1, torch.ones(1, 2, dtype=torch.bool), torch.zeros(1))
     far = grpo_loss(lp, lp, lp + 1.0, torch.ones(1, 2, dtype=torch.bool), torch.zeros(1))
     assert 0 < near.kl < far.kl
+
+
+def test_prompt_tags_resolve_like_synthesis(tmp_path):
+    from qwen_tts_ext.grpo.rollout import load_prompts
+    from qwen_tts_ext.synthesis.emotions import load_emotions
+
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"text": "Hi.", "speaker": "A", "tag": "whisper"}\n{"text": "Hi.", "speaker": "a", "tag": "like a pirate"}\n'
+                 '{"text": "Hi.", "speaker": "a", "instruct": "Loud.", "tag": "whisper"}\n')
+    got = load_prompts(p)
+    assert [x.speaker for x in got] == ["a", "a", "a"]
+    assert got[0].instruct == load_emotions().resolve("whisper").text != "whisper"
+    assert got[1].instruct == "like a pirate" and got[2].instruct == "Loud."

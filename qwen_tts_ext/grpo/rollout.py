@@ -1,6 +1,8 @@
 """Rollouts: K sampled utterances per prompt from the current policy, through the stock ``generate()``.
 
-A prompt is a JSONL row ``{"text": ..., "speaker": ..., "instruct"?: ..., "language"?: ...}``. The speaker's
+A prompt is a JSONL row ``{"text": ..., "speaker": ..., "instruct"?: ..., "tag"?: ..., "language"?: ...}``; a ``tag``
+(an emotion tag of configs/emotions.yaml, e.g. "whisper"; unknown tags are free-text instructions) gives the
+instruction when ``instruct`` is not set, as synthesis does. The speaker's
 vector goes to the speaker slot as an x-vector prompt (as ``train/sampling.synthesize_with_vector`` and the
 SFT judged eval do), in non-streaming mode (the layout SFT trains). Each prompt's K samples are one batched
 ``generate()`` call (K copies of the prompt), capped at ``synthesis/bounds.frame_cap(text)`` frames unless
@@ -48,7 +50,7 @@ def load_prompts(path: str | Path) -> list[Prompt]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--prompts {path}: no such file (a JSONL file of {{\"text\", \"speaker\"}} rows)")
-    out, problems = [], []
+    out, problems, emotions = [], [], None
     for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -60,7 +62,13 @@ def load_prompts(path: str | Path) -> list[Prompt]:
         if not isinstance(row, dict) or not str(row.get("text") or "").strip() or not str(row.get("speaker") or "").strip():
             problems.append(f"{p.name} line {n}: needs a non-empty \"text\" and \"speaker\"")
             continue
-        out.append(Prompt(str(row["text"]).strip(), str(row["speaker"]).strip().lower(), str(row.get("instruct") or ""),
+        instruct = str(row.get("instruct") or "")
+        if not instruct and str(row.get("tag") or "").strip():
+            from qwen_tts_ext.synthesis.emotions import load_emotions
+
+            emotions = emotions or load_emotions()
+            instruct = emotions.resolve(str(row["tag"])).text
+        out.append(Prompt(str(row["text"]).strip(), str(row["speaker"]).strip().lower(), instruct,
                           str(row.get("language") or "auto").lower()))
     if not out and not problems:
         problems.append(f"{p.name}: no prompts")
