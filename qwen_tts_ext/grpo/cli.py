@@ -44,7 +44,8 @@ prompts (JSONL, one row per prompt):
   {"text": "Hello there.", "speaker": "vivian", "instruct": "Speak softly.", "language": "english",
    "ref_audio": "clips/vivian.wav"}
   speaker: a name in --speakers (speakers.safetensors of a prepared folder) or in the checkpoint's spk_id;
-  ref_audio (optional): the speaker's recording that spk_sim compares against.
+  ref_audio (optional): the speaker's recording that spk_sim compares against; tag (optional): an emotion
+  tag of configs/emotions.yaml used as the instruction when instruct is not given.
 
 reward terms (reward.weights): duration, stop_in_time, stopped_by_eos, or any judge metric (spk_sim,
   mos_distill, dnsmos_ovrl, wer, cer, truncated, ...; "lower is better" metrics enter negated).
@@ -63,7 +64,7 @@ COMMAND = Command(
     options=[
         Option("model", "--model", "the starting policy: a Qwen3-TTS checkpoint folder (base, custom_voice, a blend)"),
         Option("reference", "--reference", "the KL anchor checkpoint (default: --model)"),
-        Option("prompts", "--prompts", "JSONL of {text, speaker, instruct?, language?, ref_audio?}", metavar="FILE"),
+        Option("prompts", "--prompts", "JSONL of {text, speaker, instruct?, tag?, language?, ref_audio?}", metavar="FILE"),
         Option("speakers", "--speakers", "speakers.safetensors or a prepared folder (default: the checkpoint's "
                "speakers)", metavar="PATH"),
         Option("output_dir", "--output-dir", "run folder: new, empty, or this command's previous run", metavar="DIR"),
