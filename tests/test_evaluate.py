@@ -273,8 +273,8 @@ def test_evaluate_cli_writes_report(tiny_base, tiny_llm, tmp_path, capsys):
     "args, fragment",
     [
         (["--alphas", "0,0.03"], "need --llm"),
-        (["--alphas", "0,abc"], "alphas[1]: expected a number, got 'abc'"),
-        (["--alphas", "0,1.5", "--llm", "x"], "alphas must be in [0, 1]"),
+        (["--alphas", "0,abc"], "alphas[1]: expected a number (a share like 0.03, or 3%), got 'abc'"),
+        (["--alphas", "0,1.5", "--llm", "x"], "alphas[1]: 1.5 is outside [0, 1]"),
         (["--alphas", "0", "--ref-audio", "/nope.wav"], "reference audio /nope.wav does not exist"),
         (["--alphas", "0,0.03", "--llm", "/no/such/llm"], "no such folder"),
     ],

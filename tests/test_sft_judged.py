@@ -145,3 +145,19 @@ def test_guard_with_a_real_margin_lets_the_run_finish(tmp_path, tiny_base, prepa
                                       "eval.max_frames=16", "eval.clips_per_speaker=1", "eval.guard=true",
                                       "eval.guard_margin=2")))
     assert summary["global_step"] == 4 and "stopped_by_guard" not in summary
+
+
+def test_a_clip_that_runs_to_its_cap_is_not_stopped_by_eos(tiny_base):
+    """The tiny random talker never emits EOS: every clip fills its cap and must say so (max_frames frames)."""
+    import torch
+    from qwen_tts import Qwen3TTSModel
+
+    from qwen_tts_ext.train.sampling import synthesize_with_vector
+
+    tts = Qwen3TTSModel.from_pretrained(str(tiny_base), dtype=torch.float32)
+    hidden = tts.model.config.talker_config.hidden_size
+    torch.manual_seed(0)
+    wav, sr, stopped = synthesize_with_vector(tts.model, tts.processor, "Hello there.", torch.randn(hidden) * 0.1,
+                                              max_frames=9)
+    assert stopped is False
+    assert len(wav) == 9 * 1920  # 9 frames of 80 ms at 24 kHz
