@@ -44,13 +44,19 @@ def test_torch_fsdp2_runs_on_two_cpu_processes_over_gloo(tmp_path):
         opt.step()
         full = get_model_state_dict(m, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if dist.get_rank() == 0:
-            print("SHAPES", {k: list(v.shape) for k, v in full.items()})
+            print("SHAPES", {k: list(v.shape) for k, v in full.items()}, flush=True)
+        dist.barrier()  # neither rank tears the group down while the other still uses it
         dist.destroy_process_group()
+        # torch 2.11 sometimes aborts at interpreter exit after FSDP2 on gloo, once the work is done
+        # ("terminate called without an active exception", about 1 run in 8 here): leave without that teardown
+        import os, sys
+        sys.stdout.flush()
+        os._exit(0)
     """))
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                         str(_port()), str(script)], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, r.stderr[-6000:]
     line = next(l for l in r.stdout.splitlines() if l.startswith("SHAPES"))
     assert json.loads(line[len("SHAPES "):].replace("'", '"'))["0.weight"] == [16, 8]  # gathered whole
 
